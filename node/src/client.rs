@@ -1,0 +1,152 @@
+//! The plotter2 client: requests over NATS to whichever coordinator leads.
+//!
+//! During an election nobody serves `p2.api.>` and NATS answers "no responders"; a request
+//! can also time out when the leader dies mid-flight. Both are retried with backoff under the
+//! same request id (so a write is applied once) until one total deadline, which is reported
+//! as such with the last reason seen.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::protocol::{
+    self, ApiError, ApiRequest, ApiResponse, NodeStatus, Op, ProtocolError, Reply, RequestId, UserName,
+    STATUS_SUBJECT,
+};
+
+/// Default total deadline of one call.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest a single attempt waits for its answer before it is retried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach NATS at {url}: {message}; is `plotter2 up` (or nats-server) running there?")]
+    Connect { url: String, message: String },
+    #[error(
+        "no answer from the coordinators within {}s ({attempts} attempts); last: {last}. \
+         Is a majority of coordinators running? See `plotter2 cluster status`.",
+        after.as_secs_f64()
+    )]
+    Deadline { after: Duration, attempts: u32, last: String },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("NATS error: {0}")]
+    Nats(String),
+}
+
+/// A connection to a plotter2 cluster, acting as one user.
+#[derive(Clone, Debug)]
+pub struct Client {
+    nats: async_nats::Client,
+    user: UserName,
+    deadline: Duration,
+}
+
+impl Client {
+    pub async fn connect(url: &str, user: UserName) -> Result<Self, ClientError> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("plotter2-client")
+            .connect(url)
+            .await
+            .map_err(|e| ClientError::Connect { url: url.to_owned(), message: e.to_string() })?;
+        Ok(Self::with_nats(nats, user))
+    }
+
+    pub fn with_nats(nats: async_nats::Client, user: UserName) -> Self {
+        Self { nats, user, deadline: DEFAULT_DEADLINE }
+    }
+
+    /// Sets the total deadline of each call.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    pub fn user(&self) -> &UserName {
+        &self.user
+    }
+
+    /// Sends `op` under a fresh request id.
+    pub async fn call(&self, op: Op) -> Result<Reply, ClientError> {
+        self.call_with_id(RequestId::new(), op).await
+    }
+
+    /// Sends `op` under `id`; retries keep the id, so a write is applied at most once.
+    pub async fn call_with_id(&self, id: RequestId, op: Op) -> Result<Reply, ClientError> {
+        let subject = op.subject();
+        let req = ApiRequest { id, user: self.user.clone(), op };
+        let payload = Bytes::from(protocol::encode(&req)?);
+        self.request_raw(&subject, payload).await
+    }
+
+    /// Sends pre-encoded bytes to `subject` with the retry policy, and decodes the answer.
+    pub async fn request_raw(&self, subject: &str, payload: Bytes) -> Result<Reply, ClientError> {
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let left = self.deadline.saturating_sub(start.elapsed());
+            let mut headers = async_nats::HeaderMap::new();
+            crate::telemetry::inject_context(&mut headers);
+            let request = async_nats::Request::new()
+                .payload(payload.clone())
+                .headers(headers)
+                .timeout(Some(left.min(ATTEMPT_TIMEOUT).max(Duration::from_millis(1))));
+            let last = match self.nats.send_request(subject.to_owned(), request).await {
+                Ok(msg) => match protocol::decode::<ApiResponse>(&msg.payload)? {
+                    Ok(reply) => return Ok(reply),
+                    Err(e) if e.kind.retryable() => e.message,
+                    Err(e) => return Err(ClientError::Api(e)),
+                },
+                Err(e) => match e.kind() {
+                    async_nats::RequestErrorKind::NoResponders => format!("no coordinator serves {subject} (no leader)"),
+                    async_nats::RequestErrorKind::TimedOut => format!("request on {subject} timed out"),
+                    async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                        return Err(ClientError::Nats(format!(
+                            "request of {} bytes is larger than the NATS server accepts (max_payload)",
+                            payload.len()
+                        )));
+                    }
+                    _ => return Err(ClientError::Nats(e.to_string())),
+                },
+            };
+            tracing::debug!(attempts, %last, "retrying request");
+            if start.elapsed() + backoff >= self.deadline {
+                return Err(ClientError::Deadline { after: self.deadline, attempts, last });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Asks every coordinator for its status; collects answers for `window`.
+    pub async fn cluster_status(&self, window: Duration) -> Result<Vec<NodeStatus>, ClientError> {
+        let inbox = self.nats.new_inbox();
+        let mut sub = self.nats.subscribe(inbox.clone()).await.map_err(|e| ClientError::Nats(e.to_string()))?;
+        let payload = Bytes::from(protocol::encode(&())?);
+        self.nats
+            .publish_with_reply(STATUS_SUBJECT, inbox, payload)
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
+        self.nats.flush().await.map_err(|e| ClientError::Nats(e.to_string()))?;
+        let mut out = Vec::new();
+        let end = tokio::time::Instant::now() + window;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(end, sub.next()).await {
+            match protocol::decode::<NodeStatus>(&msg.payload) {
+                Ok(s) => out.push(s),
+                Err(e) => tracing::warn!("ignoring a bad status answer: {e}"),
+            }
+        }
+        out.sort_by_key(|s| s.id);
+        Ok(out)
+    }
+}

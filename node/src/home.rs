@@ -1,0 +1,176 @@
+//! The plotter2 home (seven managed directories plus the inbox) and `config/cluster.toml`,
+//! which tells every command on this machine how to reach the cluster `plotter2 up` started.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("no home directory: pass --home DIR or set P2_HOME (and HOME is unset)")]
+    NoHome,
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid cluster file: {message}; fix or delete it and run `plotter2 up` again")]
+    BadClusterFile { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HomeError + '_ {
+    move |source| HomeError::Io { path: path.to_owned(), source }
+}
+
+/// A plotter2 home directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `--home`, else `$P2_HOME`, else `~/.plotter2`.
+    pub fn resolve(flag: Option<PathBuf>) -> Result<Self, HomeError> {
+        if let Some(p) = flag {
+            return Ok(Self::at(p));
+        }
+        if let Some(p) = std::env::var_os("P2_HOME").filter(|p| !p.is_empty()) {
+            return Ok(Self::at(PathBuf::from(p)));
+        }
+        let home = std::env::var_os("HOME").filter(|p| !p.is_empty()).ok_or(HomeError::NoHome)?;
+        Ok(Self::at(PathBuf::from(home).join(".plotter2")))
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        // Children run with other working directories: keep the path absolute.
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// Object store root when the store is local.
+    pub fn source(&self) -> PathBuf {
+        self.root.join("source")
+    }
+    /// Stager spool.
+    pub fn temp(&self) -> PathBuf {
+        self.root.join("temp")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config")
+    }
+    /// Run sandboxes.
+    pub fn service(&self) -> PathBuf {
+        self.root.join("service")
+    }
+    /// Raft logs and state, one directory per coordinator; the JetStream store.
+    pub fn registry(&self) -> PathBuf {
+        self.root.join("registry")
+    }
+    pub fn output(&self) -> PathBuf {
+        self.root.join("output")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("log")
+    }
+    pub fn inbox(&self) -> PathBuf {
+        self.root.join("inbox")
+    }
+    pub fn cluster_file(&self) -> PathBuf {
+        self.config().join("cluster.toml")
+    }
+
+    /// Creates every managed directory (idempotent).
+    pub fn create(&self) -> Result<(), HomeError> {
+        for dir in [
+            self.source(),
+            self.temp(),
+            self.config(),
+            self.service(),
+            self.registry(),
+            self.output(),
+            self.log(),
+            self.inbox(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// One coordinator as `plotter2 up` placed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorEntry {
+    pub id: u64,
+    pub raft_addr: String,
+}
+
+/// `<home>/config/cluster.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFile {
+    pub nats_url: String,
+    pub nats_port: u16,
+    #[serde(default)]
+    pub coordinators: Vec<CoordinatorEntry>,
+}
+
+impl ClusterFile {
+    /// `Ok(None)` when the file does not exist.
+    pub fn load(path: &Path) -> Result<Option<Self>, HomeError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| HomeError::BadClusterFile { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// Writes atomically: temp file, fsync, rename, fsync the directory.
+    pub fn save(&self, path: &Path) -> Result<(), HomeError> {
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| HomeError::BadClusterFile { path: path.to_owned(), message: e.to_string() })?;
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_dirs_and_roundtrips_cluster_file() {
+        let dir = std::env::temp_dir().join(format!("p2-home-test-{}", std::process::id()));
+        let home = Home::at(&dir);
+        home.create().unwrap();
+        for d in ["source", "temp", "config", "service", "registry", "output", "log", "inbox"] {
+            assert!(dir.join(d).is_dir(), "{d}");
+        }
+        assert_eq!(ClusterFile::load(&home.cluster_file()).unwrap(), None);
+        let cf = ClusterFile {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_port: 4222,
+            coordinators: vec![CoordinatorEntry { id: 1, raft_addr: "127.0.0.1:7001".into() }],
+        };
+        cf.save(&home.cluster_file()).unwrap();
+        assert_eq!(ClusterFile::load(&home.cluster_file()).unwrap(), Some(cf));
+        std::fs::write(home.cluster_file(), "nats_url = 3").unwrap();
+        assert!(ClusterFile::load(&home.cluster_file()).unwrap_err().to_string().contains("not a valid cluster file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

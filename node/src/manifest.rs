@@ -1,0 +1,360 @@
+//! Bundle manifest, version 1: types and validation.
+//!
+//! [`Manifest::from_json`] is the one way to read a manifest. Every rejection names the field
+//! (as a dotted path such as `contains.package.tasks.train.kind`) and says what to write instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Address;
+
+/// The manifest version this build reads and writes.
+pub const MANIFEST_VERSION: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest.json is not valid JSON: {0}")]
+    Json(String),
+    #[error("manifest.json must be a JSON object")]
+    NotAnObject,
+    #[error("manifest.json has no manifest_version: add \"manifest_version\": {MANIFEST_VERSION}")]
+    MissingVersion,
+    #[error("manifest_version {0} is not supported: this plotter2 reads version {MANIFEST_VERSION}")]
+    UnknownVersion(String),
+    #[error("manifest field {field}: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field_err(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
+    ManifestError::Field { field: field.into(), message: message.into() }
+}
+
+/// A validated v1 manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub manifest_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub meta: Meta,
+    #[serde(default)]
+    pub contains: Contains,
+}
+
+/// Free-form metadata; `address` says where the bundle goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contains {
+    /// Glob patterns, relative to the bundle root; `None` means every file but the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<Package>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskDef>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub links: Vec<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Command,
+    Pipeline,
+    Script,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDef {
+    pub kind: TaskKind,
+    /// argv for `command`; the pipeline or script spec for the others.
+    pub run: Value,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub on: RuleTrigger,
+    /// Relative (`.` = the node itself) or absolute address the rule watches.
+    #[serde(default = "dot")]
+    pub under: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    pub run: String,
+}
+
+fn dot() -> String {
+    ".".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleTrigger {
+    Bundle,
+}
+
+/// A duration written as text: `90s`, `5m`, `2h`, `1h30m`, `250ms`, `1d`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+impl DurationText {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a duration; write e.g. 90s, 5m, 2h or 1h30m");
+        let mut total = Duration::ZERO;
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+            if digits == 0 {
+                return Err(bad());
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = match &rest[..unit_len] {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n.saturating_mul(60)),
+                "h" => Duration::from_secs(n.saturating_mul(3600)),
+                "d" => Duration::from_secs(n.saturating_mul(86400)),
+                _ => return Err(bad()),
+            };
+            total = total.saturating_add(unit);
+            rest = &rest[unit_len..];
+        }
+        Ok(Self(total))
+    }
+}
+
+impl fmt::Debug for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self)
+    }
+}
+
+impl fmt::Display for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
+    }
+}
+
+impl Serialize for DurationText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DurationText::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks a path or glob written in a manifest stays inside the bundle.
+pub fn check_relative_path(field: &str, path: &str) -> Result<(), ManifestError> {
+    if path.is_empty() {
+        return Err(field_err(field, "empty path"));
+    }
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Err(field_err(field, format!("{path:?} is absolute; write it relative to the bundle root")));
+    }
+    if path.split(['/', '\\']).any(|p| p == "..") {
+        return Err(field_err(field, format!("{path:?} leaves the bundle with '..'; keep paths inside it")));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Parses and validates `manifest.json` bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let obj = value.as_object().ok_or(ManifestError::NotAnObject)?;
+        match obj.get("manifest_version") {
+            None => return Err(ManifestError::MissingVersion),
+            Some(v) if v.as_u64() == Some(MANIFEST_VERSION) => {}
+            Some(v) => return Err(ManifestError::UnknownVersion(v.to_string())),
+        }
+        let manifest: Manifest = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { "(top level)".to_owned() } else { field };
+            field_err(field, e.into_inner().to_string())
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        if let Some(data) = &self.contains.data {
+            for (i, p) in data.iter().enumerate() {
+                check_relative_path(&format!("contains.data[{i}]"), p)?;
+            }
+        }
+        let Some(pkg) = &self.contains.package else { return Ok(()) };
+        for (name, task) in &pkg.tasks {
+            let f = |k: &str| format!("contains.package.tasks.{name}.{k}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')) {
+                return Err(field_err(
+                    format!("contains.package.tasks.{name:?}"),
+                    "task names may only use letters, digits, _ and -",
+                ));
+            }
+            if task.kind == TaskKind::Command {
+                let argv = task.run.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+                    field_err(f("run"), "a command task needs a non-empty list, e.g. [\"python3\", \"train.py\"]")
+                })?;
+                if let Some(i) = argv.iter().position(|a| !a.is_string()) {
+                    return Err(field_err(format!("{}[{i}]", f("run")), "every argument must be a string"));
+                }
+            }
+            for need in &task.needs {
+                if need == name {
+                    return Err(field_err(f("needs"), "a task cannot need itself"));
+                }
+                if !pkg.tasks.contains_key(need) {
+                    return Err(field_err(f("needs"), format!("needs {need:?}, which this package does not define")));
+                }
+            }
+        }
+        for (i, rule) in pkg.rules.iter().enumerate() {
+            if rule.under != "." && Address::parse(&rule.under).is_err() {
+                return Err(field_err(
+                    format!("contains.package.rules[{i}].under"),
+                    format!("{:?} is neither \".\" nor an absolute address", rule.under),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({ "date": "2026-11-21", "time": 1763700000, "user": "tali",
+          "manifest_version": 1,
+          "meta": { "address": "/sources/tali/experiment2", "any": "thing" },
+          "contains": {
+            "data":    ["output_data/**"],
+            "package": { "config": {"lr": 0.1},
+                         "tasks":  {"train": {"kind": "command",
+                                              "run": ["python3", "train.py", "--lr", "{lr}", "--out", "{out}"],
+                                              "timeout": "2h", "retries": 1},
+                                    "report": {"kind": "pipeline", "run": {"steps": []}, "needs": ["train"]}},
+                         "rules":  [{"on": "bundle", "under": ".", "run": "report"}],
+                         "links":  [] } } })
+    }
+
+    fn err_of(v: Value) -> String {
+        Manifest::from_json(v.to_string().as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_the_design_example() {
+        let m = Manifest::from_json(sample().to_string().as_bytes()).unwrap();
+        assert_eq!(m.meta.address.unwrap().to_string(), "/sources/tali/experiment2");
+        assert_eq!(m.meta.other["any"], json!("thing"));
+        let pkg = m.contains.package.unwrap();
+        assert_eq!(pkg.tasks["train"].timeout.unwrap().0, Duration::from_secs(7200));
+        assert_eq!(pkg.tasks["train"].retries, 1);
+        assert_eq!(pkg.tasks["report"].needs, ["train"]);
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        assert!(Manifest::from_json(b"{not json").unwrap_err().to_string().contains("not valid JSON"));
+        let mut v = sample();
+        v.as_object_mut().unwrap().remove("manifest_version");
+        assert!(err_of(v).contains("no manifest_version"));
+        let mut v = sample();
+        v["manifest_version"] = json!(2);
+        assert!(err_of(v).contains("manifest_version 2 is not supported"));
+        let mut v = sample();
+        v["contains"]["package"]["tasks"]["train"].as_object_mut().unwrap().remove("kind");
+        let e = err_of(v);
+        assert!(e.contains("contains.package.tasks.train") && e.contains("kind"), "{e}");
+        let mut v = sample();
+        v["contains"]["package"]["tasks"]["train"]["kind"] = json!("shell");
+        assert!(err_of(v).contains("contains.package.tasks.train.kind"));
+        let mut v = sample();
+        v["contains"]["package"]["tasks"]["train"]["timeout"] = json!("soon");
+        assert!(err_of(v).contains("contains.package.tasks.train.timeout"));
+        let mut v = sample();
+        v["contains"]["package"]["tasks"]["train"]["run"] = json!([]);
+        assert!(err_of(v).contains("contains.package.tasks.train.run"));
+        let mut v = sample();
+        v["contains"]["data"] = json!(["../etc/passwd"]);
+        assert!(err_of(v).contains("contains.data[0]"));
+        let mut v = sample();
+        v["contains"]["data"] = json!(["/abs"]);
+        assert!(err_of(v).contains("absolute"));
+        let mut v = sample();
+        v["meta"]["address"] = json!("relative/path");
+        assert!(err_of(v).contains("meta.address"));
+        let mut v = sample();
+        v["time"] = json!("yesterday");
+        assert!(err_of(v).contains("time"));
+        let mut v = sample();
+        v["contains"]["package"]["tasks"]["report"]["needs"] = json!(["nope"]);
+        assert!(err_of(v).contains("needs \"nope\""));
+        let mut v = sample();
+        v["contians"] = json!({});
+        assert!(err_of(v).contains("contians"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(DurationText::parse("1h30m").unwrap().0, Duration::from_secs(5400));
+        assert_eq!(DurationText::parse("250ms").unwrap().0, Duration::from_millis(250));
+        for bad in ["", "h", "5", "5x", "-1s"] {
+            assert!(DurationText::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! Messages between plotter2 processes: every one travels in a versioned [`Envelope`] encoded
+//! with rmp-serde's named (map) encoding, so added fields and reordering stay compatible.
+//!
+//! Subjects: requests go to `p2.api.<verb>` (served by the raft leader only, in one queue
+//! group); every coordinator answers `p2.node.status` for `cluster status`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::nodeconf::{Assignment, Effective};
+use crate::Address;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Prefix of request subjects: `p2.api.<verb>`.
+pub const API_PREFIX: &str = "p2.api";
+/// Queue group the leader serves `p2.api.>` in.
+pub const API_QUEUE: &str = "p2-coordinators";
+/// Every coordinator answers here with its [`NodeStatus`].
+pub const STATUS_SUBJECT: &str = "p2.node.status";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("not a plotter2 message ({0}); send an rmp-serde envelope {{v, body}}")]
+    Garbage(String),
+    #[error("protocol version {got} is not supported: this plotter2 speaks version {PROTOCOL_VERSION}; upgrade the older side")]
+    Version { got: u32 },
+    #[error("malformed message: {0}")]
+    Decode(String),
+    #[error("could not encode message: {0}")]
+    Encode(String),
+}
+
+/// The wire wrapper: a version and a body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub v: u32,
+    pub body: T,
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: u32,
+}
+
+/// Encodes `body` in an envelope of the current version.
+pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, ProtocolError> {
+    rmp_serde::to_vec_named(&Envelope { v: PROTOCOL_VERSION, body }).map_err(|e| ProtocolError::Encode(e.to_string()))
+}
+
+/// Decodes an envelope, refusing other versions before looking at the body.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtocolError> {
+    let probe: VersionProbe = rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Garbage(e.to_string()))?;
+    if probe.v != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version { got: probe.v });
+    }
+    let env: Envelope<T> = rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Decode(e.to_string()))?;
+    Ok(env.body)
+}
+
+/// A client-chosen request id (a ULID): the same id sent twice is applied once.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(ulid::Ulid);
+
+impl RequestId {
+    pub fn new() -> Self {
+        Self(ulid::Ulid::new())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({})", self.0)
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ulid::Ulid::from_string(s)
+            .map(Self)
+            .map_err(|e| format!("request id {s:?} is not a ULID ({e}); ids look like 01JD3Z8V2K9Q4Y7N5M6X1B0C2D"))
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Who asked: 1–64 characters of letters, digits and `_ . @ -`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!("user name {s:?} must be 1-64 characters of letters, digits, _ . @ -"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserName({})", self.0)
+    }
+}
+
+impl Serialize for UserName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UserName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        UserName::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One ask of the coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiRequest {
+    pub id: RequestId,
+    pub user: UserName,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Changes the registry: committed to the raft log before the answer.
+    Write(WriteOp),
+    /// Linearizable reads of the registry.
+    Read(ReadOp),
+    /// Raft membership.
+    Cluster(ClusterOp),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case")]
+pub enum WriteOp {
+    /// Creates the node and any missing parents (`mkdir -p`), then applies `set`.
+    New {
+        addr: Address,
+        #[serde(default)]
+        set: Vec<Assignment>,
+    },
+    Set { addr: Address, set: Vec<Assignment> },
+    /// Hides a node (and so its subtree) from listings; nothing is deleted.
+    Archive { addr: Address },
+}
+
+impl WriteOp {
+    pub fn target(&self) -> &Address {
+        match self {
+            WriteOp::New { addr, .. } | WriteOp::Set { addr, .. } | WriteOp::Archive { addr } => addr,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case")]
+pub enum ReadOp {
+    Ls {
+        addr: Address,
+        #[serde(default)]
+        all: bool,
+    },
+    Show { addr: Address },
+    History { addr: Address },
+    /// Request log entries with `seq > after`, oldest first.
+    Requests {
+        #[serde(default)]
+        after: u64,
+        #[serde(default = "default_limit")]
+        limit: u32,
+    },
+    Request { id: RequestId },
+}
+
+fn default_limit() -> u32 {
+    1000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case")]
+pub enum ClusterOp {
+    /// Adds a coordinator as a learner, then promotes it to voter once it has caught up.
+    ClusterAdd { id: u64, raft_addr: String },
+    ClusterRemove { id: u64 },
+}
+
+impl Op {
+    /// The verb, which is also the last token of the request subject.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::Write(WriteOp::New { .. }) => "new",
+            Op::Write(WriteOp::Set { .. }) => "set",
+            Op::Write(WriteOp::Archive { .. }) => "archive",
+            Op::Read(ReadOp::Ls { .. }) => "ls",
+            Op::Read(ReadOp::Show { .. }) => "show",
+            Op::Read(ReadOp::History { .. }) => "history",
+            Op::Read(ReadOp::Requests { .. }) => "requests",
+            Op::Read(ReadOp::Request { .. }) => "request",
+            Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
+            Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
+        }
+    }
+
+    pub fn subject(&self) -> String {
+        format!("{API_PREFIX}.{}", self.verb())
+    }
+}
+
+/// Every verb the API knows, for "unknown verb" messages.
+pub const VERBS: &[&str] = &[
+    "new", "set", "archive", "ls", "show", "history", "requests", "request", "cluster_add", "cluster_remove",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is wrong; retrying it will not help.
+    BadRequest,
+    NotFound,
+    /// This coordinator is not (or no longer) the leader; retry.
+    NotLeader,
+    /// The leader cannot reach a majority; retry later.
+    NoQuorum,
+    UnsupportedVersion,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::NotLeader | ErrorKind::NoQuorum)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> Self {
+        let kind = match e {
+            ProtocolError::Version { .. } => ErrorKind::UnsupportedVersion,
+            _ => ErrorKind::BadRequest,
+        };
+        ApiError::new(kind, e.to_string())
+    }
+}
+
+/// The answer to an [`ApiRequest`].
+pub type ApiResponse = Result<Reply, ApiError>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Written(WriteReceipt),
+    Node(NodeView),
+    Children(Vec<ChildView>),
+    History(Vec<Event>),
+    Requests(Vec<RequestRecord>),
+    Request(RequestRecord),
+    Cluster(ClusterChange),
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteReceipt {
+    pub seq: u64,
+    pub id: RequestId,
+    /// Raft log index the request was committed at.
+    pub log_index: u64,
+    /// True when this id had been applied before: nothing was applied again.
+    pub duplicate: bool,
+    /// Nodes this request created.
+    #[serde(default)]
+    pub created: Vec<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Done,
+    Failed,
+}
+
+/// One entry of the request log. Nothing in it is ever deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub seq: u64,
+    pub id: RequestId,
+    pub user: UserName,
+    /// Milliseconds since the Unix epoch, stamped by the leader.
+    pub time_ms: u64,
+    pub verb: String,
+    pub target: Address,
+    pub status: RequestStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+    pub log_index: u64,
+    pub payload: WriteOp,
+    #[serde(default)]
+    pub created: Vec<Address>,
+}
+
+/// One entry of a node's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub request: RequestId,
+    pub user: UserName,
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    ConfigSet {
+        key: String,
+        value: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<Value>,
+    },
+    Archived,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub address: Address,
+    pub archived: bool,
+    /// True when the node itself is not archived but an ancestor is.
+    pub hidden_by_ancestor: bool,
+    pub own: Map<String, Value>,
+    pub effective: Effective,
+    pub children: Vec<ChildView>,
+    pub created_seq: u64,
+    pub created_ms: u64,
+    pub history_len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildView {
+    pub address: Address,
+    pub name: String,
+    pub archived: bool,
+    pub children: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterChange {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        })
+    }
+}
+
+/// What one coordinator says about itself on [`STATUS_SUBJECT`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub raft_addr: String,
+    pub role: Role,
+    pub pid: u32,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// Voters and learners as this node knows them: id → raft address.
+    pub voters: Vec<(u64, String)>,
+    pub learners: Vec<(u64, String)>,
+    /// blake3 of the whole registry state at `applied_index`.
+    pub state_digest: String,
+    /// Milliseconds since a majority last acknowledged this leader (leaders only).
+    pub quorum_ack_age_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ApiRequest {
+        ApiRequest {
+            id: RequestId::new(),
+            user: UserName::parse("tali").unwrap(),
+            op: Op::Write(WriteOp::New {
+                addr: Address::parse("/sources/tali/lr=0.1").unwrap(),
+                set: vec!["model.depth=3".parse().unwrap()],
+            }),
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let req = sample();
+        let bytes = encode(&req).unwrap();
+        let back: ApiRequest = decode(&bytes).unwrap();
+        assert_eq!(back.id, req.id);
+        assert_eq!(back.op, req.op);
+        assert_eq!(req.op.subject(), "p2.api.new");
+    }
+
+    #[test]
+    fn future_version_is_refused_before_the_body() {
+        let bytes = rmp_serde::to_vec_named(&Envelope { v: 2, body: "anything" }).unwrap();
+        let err = decode::<ApiRequest>(&bytes).unwrap_err();
+        assert_eq!(err, ProtocolError::Version { got: 2 });
+        assert!(err.to_string().contains("version 2"));
+    }
+
+    #[test]
+    fn garbage_and_bad_fields_are_errors_not_panics() {
+        assert!(matches!(decode::<ApiRequest>(b"\xc1\xff garbage"), Err(ProtocolError::Garbage(_))));
+        assert!(matches!(decode::<ApiRequest>(b""), Err(ProtocolError::Garbage(_))));
+        #[derive(Serialize)]
+        struct RawNew<'a> {
+            id: String,
+            user: &'a str,
+            op: Value,
+        }
+        let raw = RawNew {
+            id: RequestId::new().to_string(),
+            user: "tali",
+            op: serde_json::json!({"write": {"verb": "new", "addr": "/a//b"}}),
+        };
+        let bytes = rmp_serde::to_vec_named(&Envelope { v: PROTOCOL_VERSION, body: raw }).unwrap();
+        let err = decode::<ApiRequest>(&bytes).unwrap_err().to_string();
+        assert!(err.contains("empty segment"), "{err}");
+    }
+
+    #[test]
+    fn names_and_ids_validate() {
+        assert!(UserName::parse("tali").is_ok());
+        assert!(UserName::parse("").is_err());
+        assert!(UserName::parse("a b").is_err());
+        assert!("nope".parse::<RequestId>().is_err());
+    }
+}
