@@ -1,1 +1,190 @@
-//! x
+//! plotter2-coordinator: one raft node of the registry.
+//!
+//! Owns the raft log and vote ([`log_store`], redb, fsync'd before acknowledging), the registry
+//! state machine ([`state_machine`], [`registry`]), raft RPC over TCP ([`network`]) and the
+//! request API on NATS ([`api`]), served by the leader only.
+//!
+//! Must not touch: other roles' code (workers, stagers), the object store. It talks to them
+//! only through `plotter2-node`'s protocol over NATS.
+
+pub mod api;
+pub mod log_store;
+pub mod network;
+pub mod registry;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, SnapshotPolicy};
+
+use crate::api::Api;
+use crate::log_store::LogStore;
+use crate::network::Network;
+use crate::state_machine::StateMachine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("cannot open the registry at {path}: {message}")]
+    Storage { path: PathBuf, message: String },
+    #[error(
+        "the registry at {path} is in use by another coordinator process; stop it first (or give this one another --id / --data-dir)"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot listen for raft peers on {addr}: {message}")]
+    Listen { addr: String, message: String },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot reach NATS at {url}: {message}")]
+    Nats { url: String, message: String },
+}
+
+/// Raft timing and log compaction.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_every: u64,
+    /// Log entries kept after a snapshot (the rest are purged).
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub id: u64,
+    /// Where peers reach this node's raft port; also the address it listens on.
+    pub raft_addr: String,
+    pub nats_url: String,
+    /// Directory holding this node's `raft.redb`.
+    pub data_dir: PathBuf,
+    /// Members to initialize a brand-new cluster with (one node only, once).
+    pub init: BTreeMap<u64, String>,
+    pub tuning: RaftTuning,
+    pub write_timeout: Duration,
+}
+
+/// Runs one coordinator until `shutdown` resolves.
+pub async fn run(
+    cfg: CoordinatorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CoordinatorError> {
+    let storage_err = |e: &dyn std::fmt::Display| CoordinatorError::Storage {
+        path: cfg.data_dir.clone(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| storage_err(&e))?;
+    let db_path = cfg.data_dir.join("raft.redb");
+    let db = {
+        let path = db_path.clone();
+        tokio::task::spawn_blocking(move || redb::Database::create(path))
+            .await
+            .map_err(|e| storage_err(&e))?
+    };
+    let db = match db {
+        Ok(db) => Arc::new(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            return Err(CoordinatorError::Locked { path: db_path });
+        }
+        Err(e) => return Err(storage_err(&e)),
+    };
+    let log_store = LogStore::new(db.clone()).map_err(|e| storage_err(&e))?;
+    let sm = StateMachine::open(db).map_err(|e| storage_err(&e))?;
+
+    let t = &cfg.tuning;
+    let config = openraft::Config {
+        cluster_name: "plotter2".into(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_min_ms,
+        election_timeout_max: t.election_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        max_in_snapshot_log_to_keep: t.keep_after_snapshot,
+        replication_lag_threshold: t.snapshot_every.max(1000),
+        enable_pre_vote: Some(true),
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    let config = Arc::new(
+        config
+            .validate()
+            .map_err(|e| CoordinatorError::Raft(e.to_string()))?,
+    );
+    let raft = openraft::Raft::new(cfg.id, config, Network, log_store, sm.clone())
+        .await
+        .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.raft_addr)
+        .await
+        .map_err(|e| CoordinatorError::Listen {
+            addr: cfg.raft_addr.clone(),
+            message: e.to_string(),
+        })?;
+    let raft_server = tokio::spawn(network::serve(listener, raft.clone()));
+
+    if !cfg.init.is_empty()
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| CoordinatorError::Raft(e.to_string()))?
+    {
+        let members: BTreeMap<u64, BasicNode> = cfg
+            .init
+            .iter()
+            .map(|(id, a)| (*id, BasicNode::new(a)))
+            .collect();
+        tracing::info!(?members, "initializing a new cluster");
+        raft.initialize(members)
+            .await
+            .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+    }
+
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("plotter2-coordinator-{}", cfg.id))
+        .retry_on_initial_connect()
+        .connect(&cfg.nats_url)
+        .await
+        .map_err(|e| CoordinatorError::Nats {
+            url: cfg.nats_url.clone(),
+            message: e.to_string(),
+        })?;
+
+    let api = Api {
+        id: cfg.id,
+        raft_addr: cfg.raft_addr.clone(),
+        raft: raft.clone(),
+        sm,
+        nats,
+        write_timeout: cfg.write_timeout,
+        quorum_stale_after: Duration::from_millis(cfg.tuning.election_max_ms * 2),
+    };
+    let status = tokio::spawn(api.clone().run_status_service());
+    let leader = tokio::spawn(api.run_leader_service());
+    tracing::info!(id = cfg.id, raft = %cfg.raft_addr, nats = %cfg.nats_url, "coordinator running");
+
+    shutdown.await;
+    tracing::info!(id = cfg.id, "shutting down");
+    leader.abort();
+    status.abort();
+    raft_server.abort();
+    raft.shutdown()
+        .await
+        .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+    Ok(())
+}

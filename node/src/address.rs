@@ -22,12 +22,22 @@ pub enum AddressError {
     #[error("address {input:?} has an empty segment at position {position}: remove the extra '/'")]
     EmptySegment { input: String, position: usize },
     #[error("address {input:?}: segment {position} is {len} bytes; the limit is {MAX_SEGMENT_LEN}")]
-    SegmentTooLong { input: String, position: usize, len: usize },
+    SegmentTooLong {
+        input: String,
+        position: usize,
+        len: usize,
+    },
     #[error(
         "address {input:?}: segment {segment:?} contains {ch:?}; segments may only use letters, digits and _ . , = + -"
     )]
-    BadChar { input: String, segment: String, ch: char },
-    #[error("address {input:?}: '.' and '..' are not allowed as segments; name the node explicitly")]
+    BadChar {
+        input: String,
+        segment: String,
+        ch: char,
+    },
+    #[error(
+        "address {input:?}: '.' and '..' are not allowed as segments; name the node explicitly"
+    )]
     DotSegment { input: String },
     #[error("address {input:?} is {depth} segments deep; the limit is {MAX_DEPTH}")]
     TooDeep { input: String, depth: usize },
@@ -51,7 +61,10 @@ fn segment_char_ok(c: char) -> bool {
 
 fn check_segment(input: &str, position: usize, seg: &str) -> Result<(), AddressError> {
     if seg.is_empty() {
-        return Err(AddressError::EmptySegment { input: input.to_owned(), position });
+        return Err(AddressError::EmptySegment {
+            input: input.to_owned(),
+            position,
+        });
     }
     if seg.len() > MAX_SEGMENT_LEN {
         return Err(AddressError::SegmentTooLong {
@@ -61,7 +74,9 @@ fn check_segment(input: &str, position: usize, seg: &str) -> Result<(), AddressE
         });
     }
     if seg == "." || seg == ".." {
-        return Err(AddressError::DotSegment { input: input.to_owned() });
+        return Err(AddressError::DotSegment {
+            input: input.to_owned(),
+        });
     }
     if let Some(ch) = seg.chars().find(|c| !segment_char_ok(*c)) {
         return Err(AddressError::BadChar {
@@ -82,7 +97,9 @@ impl Address {
     /// Parses and validates an absolute address.
     pub fn parse(input: &str) -> Result<Self, AddressError> {
         let Some(rest) = input.strip_prefix('/') else {
-            return Err(AddressError::NotAbsolute { input: input.to_owned() });
+            return Err(AddressError::NotAbsolute {
+                input: input.to_owned(),
+            });
         };
         if rest.is_empty() {
             return Ok(Self::root());
@@ -93,7 +110,10 @@ impl Address {
             segments.push(seg.to_owned());
             if segments.len() > MAX_DEPTH {
                 let depth = rest.split('/').count();
-                return Err(AddressError::TooDeep { input: input.to_owned(), depth });
+                return Err(AddressError::TooDeep {
+                    input: input.to_owned(),
+                    depth,
+                });
             }
         }
         Ok(Self { segments })
@@ -101,7 +121,8 @@ impl Address {
 
     /// Parses an address given as raw bytes (from the wire or a file name).
     pub fn parse_bytes(input: &[u8]) -> Result<Self, AddressError> {
-        let text = std::str::from_utf8(input).map_err(|_| AddressError::NotUtf8 { len: input.len() })?;
+        let text =
+            std::str::from_utf8(input).map_err(|_| AddressError::NotUtf8 { len: input.len() })?;
         Self::parse(text)
     }
 
@@ -146,12 +167,16 @@ impl Address {
 
     /// Every ancestor from the root down, then this address itself.
     pub fn lineage(&self) -> impl Iterator<Item = Address> + '_ {
-        (0..=self.segments.len()).map(|n| Self { segments: self.segments[..n].to_vec() })
+        (0..=self.segments.len()).map(|n| Self {
+            segments: self.segments[..n].to_vec(),
+        })
     }
 
     /// Ancestors from the root down, not including this address.
     pub fn ancestors(&self) -> impl Iterator<Item = Address> + '_ {
-        (0..self.segments.len()).map(|n| Self { segments: self.segments[..n].to_vec() })
+        (0..self.segments.len()).map(|n| Self {
+            segments: self.segments[..n].to_vec(),
+        })
     }
 
     /// True when `self` is `other` or lies below it.
@@ -162,7 +187,9 @@ impl Address {
     /// The NATS subject of this address under `prefix` (e.g. `p2.task`): one token per segment,
     /// every byte outside `[A-Za-z0-9_-]` escaped as `~XX`. The root maps to `prefix` itself.
     pub fn to_subject(&self, prefix: &str) -> String {
-        let mut out = String::with_capacity(prefix.len() + self.segments.iter().map(|s| s.len() + 4).sum::<usize>());
+        let mut out = String::with_capacity(
+            prefix.len() + self.segments.iter().map(|s| s.len() + 4).sum::<usize>(),
+        );
         out.push_str(prefix);
         for seg in &self.segments {
             out.push('.');
@@ -179,7 +206,10 @@ impl Address {
 
     /// The inverse of [`Address::to_subject`].
     pub fn from_subject(prefix: &str, subject: &str) -> Result<Address, AddressError> {
-        let bad = || AddressError::BadSubject { subject: subject.to_owned(), prefix: prefix.to_owned() };
+        let bad = || AddressError::BadSubject {
+            subject: subject.to_owned(),
+            prefix: prefix.to_owned(),
+        };
         let rest = subject.strip_prefix(prefix).ok_or_else(bad)?;
         if rest.is_empty() {
             return Ok(Self::root());
@@ -293,12 +323,27 @@ mod tests {
             assert!(err.contains(want), "{input:?}: {err}");
         }
         let long = format!("/{}", "x".repeat(129));
-        assert!(Address::parse(&long).unwrap_err().to_string().contains("129 bytes"));
+        assert!(
+            Address::parse(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("129 bytes")
+        );
         assert!(Address::parse(&format!("/{}", "x".repeat(128))).is_ok());
         let deep33 = "/a".repeat(33);
-        assert!(Address::parse(&deep33).unwrap_err().to_string().contains("33 segments"));
+        assert!(
+            Address::parse(&deep33)
+                .unwrap_err()
+                .to_string()
+                .contains("33 segments")
+        );
         assert!(Address::parse(&"/a".repeat(32)).is_ok());
-        assert!(Address::parse_bytes(b"/a/\xff").unwrap_err().to_string().contains("UTF-8"));
+        assert!(
+            Address::parse_bytes(b"/a/\xff")
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
     }
 
     #[test]
@@ -308,7 +353,11 @@ mod tests {
         assert_eq!(lineage, ["/", "/x", "/x/y", "/x/y/z"]);
         assert_eq!(a.ancestors().count(), 3);
         assert!(a.is_within(&Address::parse("/x").unwrap()));
-        assert!(!Address::parse("/xy").unwrap().is_within(&Address::parse("/x").unwrap()));
+        assert!(
+            !Address::parse("/xy")
+                .unwrap()
+                .is_within(&Address::parse("/x").unwrap())
+        );
         assert!(a.child("lr=0.1").is_ok());
         assert!(a.child("a/b").is_err());
     }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::protocol::{
-    self, ApiError, ApiRequest, ApiResponse, NodeStatus, Op, ProtocolError, Reply, RequestId, UserName,
-    STATUS_SUBJECT,
+    self, ApiError, ApiRequest, ApiResponse, NodeStatus, Op, ProtocolError, Reply, RequestId,
+    STATUS_SUBJECT, UserName,
 };
 
 /// Default total deadline of one call.
@@ -22,14 +22,20 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach NATS at {url}: {message}; is `plotter2 up` (or nats-server) running there?")]
+    #[error(
+        "cannot reach NATS at {url}: {message}; is `plotter2 up` (or nats-server) running there?"
+    )]
     Connect { url: String, message: String },
     #[error(
         "no answer from the coordinators within {}s ({attempts} attempts); last: {last}. \
          Is a majority of coordinators running? See `plotter2 cluster status`.",
         after.as_secs_f64()
     )]
-    Deadline { after: Duration, attempts: u32, last: String },
+    Deadline {
+        after: Duration,
+        attempts: u32,
+        last: String,
+    },
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
@@ -52,12 +58,19 @@ impl Client {
             .name("plotter2-client")
             .connect(url)
             .await
-            .map_err(|e| ClientError::Connect { url: url.to_owned(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Connect {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
         Ok(Self::with_nats(nats, user))
     }
 
     pub fn with_nats(nats: async_nats::Client, user: UserName) -> Self {
-        Self { nats, user, deadline: DEFAULT_DEADLINE }
+        Self {
+            nats,
+            user,
+            deadline: DEFAULT_DEADLINE,
+        }
     }
 
     /// Sets the total deadline of each call.
@@ -82,7 +95,11 @@ impl Client {
     /// Sends `op` under `id`; retries keep the id, so a write is applied at most once.
     pub async fn call_with_id(&self, id: RequestId, op: Op) -> Result<Reply, ClientError> {
         let subject = op.subject();
-        let req = ApiRequest { id, user: self.user.clone(), op };
+        let req = ApiRequest {
+            id,
+            user: self.user.clone(),
+            op,
+        };
         let payload = Bytes::from(protocol::encode(&req)?);
         self.request_raw(&subject, payload).await
     }
@@ -100,7 +117,9 @@ impl Client {
             let request = async_nats::Request::new()
                 .payload(payload.clone())
                 .headers(headers)
-                .timeout(Some(left.min(ATTEMPT_TIMEOUT).max(Duration::from_millis(1))));
+                .timeout(Some(
+                    left.min(ATTEMPT_TIMEOUT).max(Duration::from_millis(1)),
+                ));
             let last = match self.nats.send_request(subject.to_owned(), request).await {
                 Ok(msg) => match protocol::decode::<ApiResponse>(&msg.payload)? {
                     Ok(reply) => return Ok(reply),
@@ -108,8 +127,12 @@ impl Client {
                     Err(e) => return Err(ClientError::Api(e)),
                 },
                 Err(e) => match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => format!("no coordinator serves {subject} (no leader)"),
-                    async_nats::RequestErrorKind::TimedOut => format!("request on {subject} timed out"),
+                    async_nats::RequestErrorKind::NoResponders => {
+                        format!("no coordinator serves {subject} (no leader)")
+                    }
+                    async_nats::RequestErrorKind::TimedOut => {
+                        format!("request on {subject} timed out")
+                    }
                     async_nats::RequestErrorKind::MaxPayloadExceeded => {
                         return Err(ClientError::Nats(format!(
                             "request of {} bytes is larger than the NATS server accepts (max_payload)",
@@ -121,7 +144,11 @@ impl Client {
             };
             tracing::debug!(attempts, %last, "retrying request");
             if start.elapsed() + backoff >= self.deadline {
-                return Err(ClientError::Deadline { after: self.deadline, attempts, last });
+                return Err(ClientError::Deadline {
+                    after: self.deadline,
+                    attempts,
+                    last,
+                });
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -131,13 +158,20 @@ impl Client {
     /// Asks every coordinator for its status; collects answers for `window`.
     pub async fn cluster_status(&self, window: Duration) -> Result<Vec<NodeStatus>, ClientError> {
         let inbox = self.nats.new_inbox();
-        let mut sub = self.nats.subscribe(inbox.clone()).await.map_err(|e| ClientError::Nats(e.to_string()))?;
+        let mut sub = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
         let payload = Bytes::from(protocol::encode(&())?);
         self.nats
             .publish_with_reply(STATUS_SUBJECT, inbox, payload)
             .await
             .map_err(|e| ClientError::Nats(e.to_string()))?;
-        self.nats.flush().await.map_err(|e| ClientError::Nats(e.to_string()))?;
+        self.nats
+            .flush()
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
         let mut out = Vec::new();
         let end = tokio::time::Instant::now() + window;
         while let Ok(Some(msg)) = tokio::time::timeout_at(end, sub.next()).await {

@@ -11,13 +11,21 @@ pub enum HomeError {
     #[error("no home directory: pass --home DIR or set P2_HOME (and HOME is unset)")]
     NoHome,
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a valid cluster file: {message}; fix or delete it and run `plotter2 up` again")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a valid cluster file: {message}; fix or delete it and run `plotter2 up` again"
+    )]
     BadClusterFile { path: PathBuf, message: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HomeError + '_ {
-    move |source| HomeError::Io { path: path.to_owned(), source }
+    move |source| HomeError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A plotter2 home directory.
@@ -35,7 +43,9 @@ impl Home {
         if let Some(p) = std::env::var_os("P2_HOME").filter(|p| !p.is_empty()) {
             return Ok(Self::at(PathBuf::from(p)));
         }
-        let home = std::env::var_os("HOME").filter(|p| !p.is_empty()).ok_or(HomeError::NoHome)?;
+        let home = std::env::var_os("HOME")
+            .filter(|p| !p.is_empty())
+            .ok_or(HomeError::NoHome)?;
         Ok(Self::at(PathBuf::from(home).join(".plotter2")))
     }
 
@@ -125,13 +135,18 @@ impl ClusterFile {
         };
         toml::from_str(&text)
             .map(Some)
-            .map_err(|e| HomeError::BadClusterFile { path: path.to_owned(), message: e.to_string() })
+            .map_err(|e| HomeError::BadClusterFile {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
     }
 
     /// Writes atomically: temp file, fsync, rename, fsync the directory.
     pub fn save(&self, path: &Path) -> Result<(), HomeError> {
-        let text = toml::to_string_pretty(self)
-            .map_err(|e| HomeError::BadClusterFile { path: path.to_owned(), message: e.to_string() })?;
+        let text = toml::to_string_pretty(self).map_err(|e| HomeError::BadClusterFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         write_atomic(path, text.as_bytes())
     }
 }
@@ -144,7 +159,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
     f.sync_all().map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
     }
     Ok(())
 }
@@ -158,19 +175,29 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("p2-home-test-{}", std::process::id()));
         let home = Home::at(&dir);
         home.create().unwrap();
-        for d in ["source", "temp", "config", "service", "registry", "output", "log", "inbox"] {
+        for d in [
+            "source", "temp", "config", "service", "registry", "output", "log", "inbox",
+        ] {
             assert!(dir.join(d).is_dir(), "{d}");
         }
         assert_eq!(ClusterFile::load(&home.cluster_file()).unwrap(), None);
         let cf = ClusterFile {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_port: 4222,
-            coordinators: vec![CoordinatorEntry { id: 1, raft_addr: "127.0.0.1:7001".into() }],
+            coordinators: vec![CoordinatorEntry {
+                id: 1,
+                raft_addr: "127.0.0.1:7001".into(),
+            }],
         };
         cf.save(&home.cluster_file()).unwrap();
         assert_eq!(ClusterFile::load(&home.cluster_file()).unwrap(), Some(cf));
         std::fs::write(home.cluster_file(), "nats_url = 3").unwrap();
-        assert!(ClusterFile::load(&home.cluster_file()).unwrap_err().to_string().contains("not a valid cluster file"));
+        assert!(
+            ClusterFile::load(&home.cluster_file())
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid cluster file")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -23,14 +23,19 @@ pub enum ManifestError {
     NotAnObject,
     #[error("manifest.json has no manifest_version: add \"manifest_version\": {MANIFEST_VERSION}")]
     MissingVersion,
-    #[error("manifest_version {0} is not supported: this plotter2 reads version {MANIFEST_VERSION}")]
+    #[error(
+        "manifest_version {0} is not supported: this plotter2 reads version {MANIFEST_VERSION}"
+    )]
     UnknownVersion(String),
     #[error("manifest field {field}: {message}")]
     Field { field: String, message: String },
 }
 
 fn field_err(field: impl Into<String>, message: impl Into<String>) -> ManifestError {
-    ManifestError::Field { field: field.into(), message: message.into() }
+    ManifestError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// A validated v1 manifest.
@@ -149,7 +154,9 @@ impl DurationText {
             }
             let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = match &rest[..unit_len] {
                 "ms" => Duration::from_millis(n),
                 "s" => Duration::from_secs(n),
@@ -201,10 +208,16 @@ pub fn check_relative_path(field: &str, path: &str) -> Result<(), ManifestError>
         return Err(field_err(field, "empty path"));
     }
     if path.starts_with('/') || path.starts_with('\\') {
-        return Err(field_err(field, format!("{path:?} is absolute; write it relative to the bundle root")));
+        return Err(field_err(
+            field,
+            format!("{path:?} is absolute; write it relative to the bundle root"),
+        ));
     }
     if path.split(['/', '\\']).any(|p| p == "..") {
-        return Err(field_err(field, format!("{path:?} leaves the bundle with '..'; keep paths inside it")));
+        return Err(field_err(
+            field,
+            format!("{path:?} leaves the bundle with '..'; keep paths inside it"),
+        ));
     }
     Ok(())
 }
@@ -212,7 +225,8 @@ pub fn check_relative_path(field: &str, path: &str) -> Result<(), ManifestError>
 impl Manifest {
     /// Parses and validates `manifest.json` bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         let obj = value.as_object().ok_or(ManifestError::NotAnObject)?;
         match obj.get("manifest_version") {
             None => return Err(ManifestError::MissingVersion),
@@ -221,7 +235,11 @@ impl Manifest {
         }
         let manifest: Manifest = serde_path_to_error::deserialize(&value).map_err(|e| {
             let field = e.path().to_string();
-            let field = if field == "." { "(top level)".to_owned() } else { field };
+            let field = if field == "." {
+                "(top level)".to_owned()
+            } else {
+                field
+            };
             field_err(field, e.into_inner().to_string())
         })?;
         manifest.validate()?;
@@ -234,10 +252,16 @@ impl Manifest {
                 check_relative_path(&format!("contains.data[{i}]"), p)?;
             }
         }
-        let Some(pkg) = &self.contains.package else { return Ok(()) };
+        let Some(pkg) = &self.contains.package else {
+            return Ok(());
+        };
         for (name, task) in &pkg.tasks {
             let f = |k: &str| format!("contains.package.tasks.{name}.{k}");
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-')) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            {
                 return Err(field_err(
                     format!("contains.package.tasks.{name:?}"),
                     "task names may only use letters, digits, _ and -",
@@ -248,7 +272,10 @@ impl Manifest {
                     field_err(f("run"), "a command task needs a non-empty list, e.g. [\"python3\", \"train.py\"]")
                 })?;
                 if let Some(i) = argv.iter().position(|a| !a.is_string()) {
-                    return Err(field_err(format!("{}[{i}]", f("run")), "every argument must be a string"));
+                    return Err(field_err(
+                        format!("{}[{i}]", f("run")),
+                        "every argument must be a string",
+                    ));
                 }
             }
             for need in &task.needs {
@@ -256,7 +283,10 @@ impl Manifest {
                     return Err(field_err(f("needs"), "a task cannot need itself"));
                 }
                 if !pkg.tasks.contains_key(need) {
-                    return Err(field_err(f("needs"), format!("needs {need:?}, which this package does not define")));
+                    return Err(field_err(
+                        f("needs"),
+                        format!("needs {need:?}, which this package does not define"),
+                    ));
                 }
             }
         }
@@ -293,23 +323,36 @@ mod tests {
     }
 
     fn err_of(v: Value) -> String {
-        Manifest::from_json(v.to_string().as_bytes()).unwrap_err().to_string()
+        Manifest::from_json(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn reads_the_design_example() {
         let m = Manifest::from_json(sample().to_string().as_bytes()).unwrap();
-        assert_eq!(m.meta.address.unwrap().to_string(), "/sources/tali/experiment2");
+        assert_eq!(
+            m.meta.address.unwrap().to_string(),
+            "/sources/tali/experiment2"
+        );
         assert_eq!(m.meta.other["any"], json!("thing"));
         let pkg = m.contains.package.unwrap();
-        assert_eq!(pkg.tasks["train"].timeout.unwrap().0, Duration::from_secs(7200));
+        assert_eq!(
+            pkg.tasks["train"].timeout.unwrap().0,
+            Duration::from_secs(7200)
+        );
         assert_eq!(pkg.tasks["train"].retries, 1);
         assert_eq!(pkg.tasks["report"].needs, ["train"]);
     }
 
     #[test]
     fn rejections_name_the_field() {
-        assert!(Manifest::from_json(b"{not json").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(
+            Manifest::from_json(b"{not json")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON")
+        );
         let mut v = sample();
         v.as_object_mut().unwrap().remove("manifest_version");
         assert!(err_of(v).contains("no manifest_version"));
@@ -317,9 +360,15 @@ mod tests {
         v["manifest_version"] = json!(2);
         assert!(err_of(v).contains("manifest_version 2 is not supported"));
         let mut v = sample();
-        v["contains"]["package"]["tasks"]["train"].as_object_mut().unwrap().remove("kind");
+        v["contains"]["package"]["tasks"]["train"]
+            .as_object_mut()
+            .unwrap()
+            .remove("kind");
         let e = err_of(v);
-        assert!(e.contains("contains.package.tasks.train") && e.contains("kind"), "{e}");
+        assert!(
+            e.contains("contains.package.tasks.train") && e.contains("kind"),
+            "{e}"
+        );
         let mut v = sample();
         v["contains"]["package"]["tasks"]["train"]["kind"] = json!("shell");
         assert!(err_of(v).contains("contains.package.tasks.train.kind"));
@@ -351,8 +400,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(DurationText::parse("1h30m").unwrap().0, Duration::from_secs(5400));
-        assert_eq!(DurationText::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            DurationText::parse("1h30m").unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            DurationText::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
         for bad in ["", "h", "5", "5x", "-1s"] {
             assert!(DurationText::parse(bad).is_err(), "{bad}");
         }

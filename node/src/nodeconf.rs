@@ -23,10 +23,18 @@ pub enum ConfigError {
     BadKey { key: String, why: &'static str },
     #[error("config setting {input:?} has no '=': write it as key=value, e.g. lr=0.1")]
     NoEquals { input: String },
-    #[error("config value for {key} is {bytes} bytes; the limit is {MAX_VALUE_BYTES} bytes (store large data in a bundle)")]
+    #[error(
+        "config value for {key} is {bytes} bytes; the limit is {MAX_VALUE_BYTES} bytes (store large data in a bundle)"
+    )]
     ValueTooLarge { key: String, bytes: usize },
-    #[error("cannot set {key}: {prefix} is a {kind}, not an object; set {prefix} itself to an object first")]
-    NotAnObject { key: String, prefix: String, kind: &'static str },
+    #[error(
+        "cannot set {key}: {prefix} is a {kind}, not an object; set {prefix} itself to an object first"
+    )]
+    NotAnObject {
+        key: String,
+        prefix: String,
+        kind: &'static str,
+    },
 }
 
 /// A validated dotted key: 1–16 parts of `[A-Za-z0-9_+-]`, each 1–128 bytes.
@@ -35,7 +43,10 @@ pub struct ConfigKey(Vec<String>);
 
 impl ConfigKey {
     pub fn parse(input: &str) -> Result<Self, ConfigError> {
-        let bad = |why| ConfigError::BadKey { key: input.to_owned(), why };
+        let bad = |why| ConfigError::BadKey {
+            key: input.to_owned(),
+            why,
+        };
         if input.is_empty() {
             return Err(bad("the key is empty"));
         }
@@ -50,7 +61,10 @@ impl ConfigKey {
             if p.len() > MAX_KEY_PART_LEN {
                 return Err(bad("a part is longer than 128 bytes"));
             }
-            if !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+')) {
+            if !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+            {
                 return Err(bad("parts may only use letters, digits and _ - +"));
             }
         }
@@ -105,7 +119,10 @@ impl Assignment {
     pub fn check_size(&self) -> Result<(), ConfigError> {
         let bytes = json_len(&self.value);
         if bytes > MAX_VALUE_BYTES {
-            return Err(ConfigError::ValueTooLarge { key: self.key.to_string(), bytes });
+            return Err(ConfigError::ValueTooLarge {
+                key: self.key.to_string(),
+                bytes,
+            });
         }
         Ok(())
     }
@@ -131,9 +148,9 @@ fn json_len(v: &Value) -> usize {
 impl FromStr for Assignment {
     type Err = ConfigError;
     fn from_str(input: &str) -> Result<Self, ConfigError> {
-        let (k, v) = input
-            .split_once('=')
-            .ok_or_else(|| ConfigError::NoEquals { input: input.to_owned() })?;
+        let (k, v) = input.split_once('=').ok_or_else(|| ConfigError::NoEquals {
+            input: input.to_owned(),
+        })?;
         let key = ConfigKey::parse(k)?;
         let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
         Self::new(key, value)
@@ -176,7 +193,9 @@ pub fn assign(config: &mut Map<String, Value>, a: &Assignment) -> Result<(), Con
     }
     let mut cur = config;
     for p in path {
-        let slot = cur.entry(p.clone()).or_insert_with(|| Value::Object(Map::new()));
+        let slot = cur
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
         cur = match slot {
             Value::Object(m) => m,
             // Checked above.
@@ -210,7 +229,11 @@ fn merge_into(
     prefix: &str,
 ) {
     for (k, v) in src {
-        let dotted = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let dotted = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match (dst.get_mut(k), v) {
             (Some(Value::Object(d)), Value::Object(s)) => merge_into(d, from, s, addr, &dotted),
             _ => {
@@ -256,11 +279,33 @@ mod tests {
         assert_eq!(a.value, json!("adam"));
         let a: Assignment = "note=a=b".parse().unwrap();
         assert_eq!(a.value, json!("a=b"));
-        assert!("noequals".parse::<Assignment>().unwrap_err().to_string().contains("no '='"));
-        assert!("a..b=1".parse::<Assignment>().unwrap_err().to_string().contains("empty part"));
-        assert!("=1".parse::<Assignment>().unwrap_err().to_string().contains("empty"));
+        assert!(
+            "noequals"
+                .parse::<Assignment>()
+                .unwrap_err()
+                .to_string()
+                .contains("no '='")
+        );
+        assert!(
+            "a..b=1"
+                .parse::<Assignment>()
+                .unwrap_err()
+                .to_string()
+                .contains("empty part")
+        );
+        assert!(
+            "=1".parse::<Assignment>()
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
         let big = format!("k={}", "x".repeat(MAX_VALUE_BYTES + 1));
-        assert!(big.parse::<Assignment>().unwrap_err().to_string().contains("limit"));
+        assert!(
+            big.parse::<Assignment>()
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
     }
 
     #[test]
@@ -268,7 +313,10 @@ mod tests {
         let mut m = Map::new();
         set(&mut m, "model.depth=3");
         set(&mut m, "model.width=8");
-        assert_eq!(Value::Object(m.clone()), json!({"model": {"depth": 3, "width": 8}}));
+        assert_eq!(
+            Value::Object(m.clone()),
+            json!({"model": {"depth": 3, "width": 8}})
+        );
         let before = m.clone();
         let err = assign(&mut m, &"model.depth.x=1".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("model.depth is a number"), "{err}");

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::nodeconf::{Assignment, Effective};
 use crate::Address;
+use crate::nodeconf::{Assignment, Effective};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -27,7 +27,9 @@ pub const STATUS_SUBJECT: &str = "p2.node.status";
 pub enum ProtocolError {
     #[error("not a plotter2 message ({0}); send an rmp-serde envelope {{v, body}}")]
     Garbage(String),
-    #[error("protocol version {got} is not supported: this plotter2 speaks version {PROTOCOL_VERSION}; upgrade the older side")]
+    #[error(
+        "protocol version {got} is not supported: this plotter2 speaks version {PROTOCOL_VERSION}; upgrade the older side"
+    )]
     Version { got: u32 },
     #[error("malformed message: {0}")]
     Decode(String),
@@ -49,16 +51,22 @@ struct VersionProbe {
 
 /// Encodes `body` in an envelope of the current version.
 pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, ProtocolError> {
-    rmp_serde::to_vec_named(&Envelope { v: PROTOCOL_VERSION, body }).map_err(|e| ProtocolError::Encode(e.to_string()))
+    rmp_serde::to_vec_named(&Envelope {
+        v: PROTOCOL_VERSION,
+        body,
+    })
+    .map_err(|e| ProtocolError::Encode(e.to_string()))
 }
 
 /// Decodes an envelope, refusing other versions before looking at the body.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtocolError> {
-    let probe: VersionProbe = rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Garbage(e.to_string()))?;
+    let probe: VersionProbe =
+        rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Garbage(e.to_string()))?;
     if probe.v != PROTOCOL_VERSION {
         return Err(ProtocolError::Version { got: probe.v });
     }
-    let env: Envelope<T> = rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Decode(e.to_string()))?;
+    let env: Envelope<T> =
+        rmp_serde::from_slice(bytes).map_err(|e| ProtocolError::Decode(e.to_string()))?;
     Ok(env.body)
 }
 
@@ -93,9 +101,11 @@ impl fmt::Debug for RequestId {
 impl FromStr for RequestId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        ulid::Ulid::from_string(s)
-            .map(Self)
-            .map_err(|e| format!("request id {s:?} is not a ULID ({e}); ids look like 01JD3Z8V2K9Q4Y7N5M6X1B0C2D"))
+        ulid::Ulid::from_string(s).map(Self).map_err(|e| {
+            format!(
+                "request id {s:?} is not a ULID ({e}); ids look like 01JD3Z8V2K9Q4Y7N5M6X1B0C2D"
+            )
+        })
     }
 }
 
@@ -107,7 +117,9 @@ impl Serialize for RequestId {
 
 impl<'de> Deserialize<'de> for RequestId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -119,11 +131,14 @@ impl UserName {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!("user name {s:?} must be 1-64 characters of letters, digits, _ . @ -"))
+            Err(format!(
+                "user name {s:?} must be 1-64 characters of letters, digits, _ . @ -"
+            ))
         }
     }
 
@@ -184,15 +199,22 @@ pub enum WriteOp {
         #[serde(default)]
         set: Vec<Assignment>,
     },
-    Set { addr: Address, set: Vec<Assignment> },
+    Set {
+        addr: Address,
+        set: Vec<Assignment>,
+    },
     /// Hides a node (and so its subtree) from listings; nothing is deleted.
-    Archive { addr: Address },
+    Archive {
+        addr: Address,
+    },
 }
 
 impl WriteOp {
     pub fn target(&self) -> &Address {
         match self {
-            WriteOp::New { addr, .. } | WriteOp::Set { addr, .. } | WriteOp::Archive { addr } => addr,
+            WriteOp::New { addr, .. } | WriteOp::Set { addr, .. } | WriteOp::Archive { addr } => {
+                addr
+            }
         }
     }
 }
@@ -205,8 +227,12 @@ pub enum ReadOp {
         #[serde(default)]
         all: bool,
     },
-    Show { addr: Address },
-    History { addr: Address },
+    Show {
+        addr: Address,
+    },
+    History {
+        addr: Address,
+    },
     /// Request log entries with `seq > after`, oldest first.
     Requests {
         #[serde(default)]
@@ -214,7 +240,9 @@ pub enum ReadOp {
         #[serde(default = "default_limit")]
         limit: u32,
     },
-    Request { id: RequestId },
+    Request {
+        id: RequestId,
+    },
 }
 
 fn default_limit() -> u32 {
@@ -225,8 +253,13 @@ fn default_limit() -> u32 {
 #[serde(tag = "verb", rename_all = "snake_case")]
 pub enum ClusterOp {
     /// Adds a coordinator as a learner, then promotes it to voter once it has caught up.
-    ClusterAdd { id: u64, raft_addr: String },
-    ClusterRemove { id: u64 },
+    ClusterAdd {
+        id: u64,
+        raft_addr: String,
+    },
+    ClusterRemove {
+        id: u64,
+    },
 }
 
 impl Op {
@@ -253,7 +286,16 @@ impl Op {
 
 /// Every verb the API knows, for "unknown verb" messages.
 pub const VERBS: &[&str] = &[
-    "new", "set", "archive", "ls", "show", "history", "requests", "request", "cluster_add", "cluster_remove",
+    "new",
+    "set",
+    "archive",
+    "ls",
+    "show",
+    "history",
+    "requests",
+    "request",
+    "cluster_add",
+    "cluster_remove",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,7 +327,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadRequest, message)
@@ -484,7 +529,11 @@ mod tests {
 
     #[test]
     fn future_version_is_refused_before_the_body() {
-        let bytes = rmp_serde::to_vec_named(&Envelope { v: 2, body: "anything" }).unwrap();
+        let bytes = rmp_serde::to_vec_named(&Envelope {
+            v: 2,
+            body: "anything",
+        })
+        .unwrap();
         let err = decode::<ApiRequest>(&bytes).unwrap_err();
         assert_eq!(err, ProtocolError::Version { got: 2 });
         assert!(err.to_string().contains("version 2"));
@@ -492,8 +541,14 @@ mod tests {
 
     #[test]
     fn garbage_and_bad_fields_are_errors_not_panics() {
-        assert!(matches!(decode::<ApiRequest>(b"\xc1\xff garbage"), Err(ProtocolError::Garbage(_))));
-        assert!(matches!(decode::<ApiRequest>(b""), Err(ProtocolError::Garbage(_))));
+        assert!(matches!(
+            decode::<ApiRequest>(b"\xc1\xff garbage"),
+            Err(ProtocolError::Garbage(_))
+        ));
+        assert!(matches!(
+            decode::<ApiRequest>(b""),
+            Err(ProtocolError::Garbage(_))
+        ));
         #[derive(Serialize)]
         struct RawNew<'a> {
             id: String,
@@ -505,7 +560,11 @@ mod tests {
             user: "tali",
             op: serde_json::json!({"write": {"verb": "new", "addr": "/a//b"}}),
         };
-        let bytes = rmp_serde::to_vec_named(&Envelope { v: PROTOCOL_VERSION, body: raw }).unwrap();
+        let bytes = rmp_serde::to_vec_named(&Envelope {
+            v: PROTOCOL_VERSION,
+            body: raw,
+        })
+        .unwrap();
         let err = decode::<ApiRequest>(&bytes).unwrap_err().to_string();
         assert!(err.contains("empty segment"), "{err}");
     }

@@ -9,9 +9,9 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -40,18 +40,31 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber for a process named `service` (e.g. `plotter2-coordinator`).
 /// Must run inside a Tokio runtime when OTLP export is on.
 pub fn init(service: &'static str, default_filter: &str) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
     let Some(endpoint) = endpoint else {
-        let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
-        return Ok(TelemetryGuard { tracer: None, meter: None });
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init();
+        return Ok(TelemetryGuard {
+            tracer: None,
+            meter: None,
+        });
     };
     let exporter_err = |e: &dyn std::fmt::Display| TelemetryError::Exporter {
         endpoint: endpoint.clone(),
         message: e.to_string(),
     };
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
     // The exporters read OTEL_EXPORTER_OTLP_ENDPOINT themselves.
     let spans = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -69,12 +82,21 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<TelemetryGuar
         .with_periodic_exporter(metrics)
         .with_resource(resource)
         .build();
-    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     opentelemetry::global::set_meter_provider(meter_provider.clone());
     let tracer = tracer_provider.tracer(service);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
-    Ok(TelemetryGuard { tracer: Some(tracer_provider), meter: Some(meter_provider) })
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    Ok(TelemetryGuard {
+        tracer: Some(tracer_provider),
+        meter: Some(meter_provider),
+    })
 }
 
 struct HeaderInjector<'a>(&'a mut async_nats::HeaderMap);
@@ -99,7 +121,9 @@ impl Extractor for HeaderExtractor<'_> {
 /// Writes the current span's context (`traceparent`) into NATS headers.
 pub fn inject_context(headers: &mut async_nats::HeaderMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers))
+    });
 }
 
 /// Makes `span` a child of the context carried in `headers`, if any.

@@ -1,0 +1,529 @@
+//! The registry: nodes, their config and history, and the request log.
+//!
+//! Pure data and deterministic functions: [`Registry::apply`] depends only on the command and
+//! the log index, never on clocks, randomness or hash-map order, so every replica that applies
+//! the same log holds the same registry (compare [`Registry::digest`]).
+
+use std::collections::BTreeMap;
+
+use plotter2_node::Address;
+use plotter2_node::nodeconf::{self, Assignment, Effective};
+use plotter2_node::protocol::{
+    ApiError, ChildView, Event, EventKind, NodeView, RequestId, RequestRecord, RequestStatus,
+    WriteOp, WriteReceipt,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::types::{Command, verb};
+
+/// Most assignments one request may carry.
+pub const MAX_ASSIGNMENTS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub own: Map<String, Value>,
+    pub archived: bool,
+    pub created_seq: u64,
+    pub created_ms: u64,
+    pub history: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    nodes: BTreeMap<Address, NodeRecord>,
+    /// The request log; entry `i` has `seq == i + 1`.
+    requests: Vec<RequestRecord>,
+    by_id: BTreeMap<RequestId, u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let root = NodeRecord {
+            own: Map::new(),
+            archived: false,
+            created_seq: 0,
+            created_ms: 0,
+            history: Vec::new(),
+        };
+        Self {
+            nodes: BTreeMap::from([(Address::root(), root)]),
+            requests: Vec::new(),
+            by_id: BTreeMap::new(),
+        }
+    }
+}
+
+fn no_node(addr: &Address) -> ApiError {
+    ApiError::not_found(format!(
+        "no node at {addr}; create it with `plotter2 new {addr}`"
+    ))
+}
+
+/// Checks what can be checked without the registry (sizes, counts). The API calls this before
+/// proposing, and apply calls it again, so nothing oversized ever reaches the state.
+pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
+    let set = match op {
+        WriteOp::New { set, .. } | WriteOp::Set { set, .. } => set.as_slice(),
+        WriteOp::Archive { .. } => &[],
+    };
+    if set.len() > MAX_ASSIGNMENTS {
+        return Err(ApiError::bad_request(format!(
+            "{} settings in one request; the limit is {MAX_ASSIGNMENTS}",
+            set.len()
+        )));
+    }
+    for a in set {
+        a.check_size()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if matches!(op, WriteOp::Set { set, .. } if set.is_empty()) {
+        return Err(ApiError::bad_request("set needs at least one key=value"));
+    }
+    if matches!(op, WriteOp::Archive { addr } if addr.is_root()) {
+        return Err(ApiError::bad_request("the root / cannot be archived"));
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Applies one committed command at `log_index`. A request id seen before answers its first
+    /// result and changes nothing.
+    pub fn apply(&mut self, cmd: &Command, log_index: u64) -> Result<WriteReceipt, ApiError> {
+        if let Some(answer) = self.answer_for(&cmd.id) {
+            return answer;
+        }
+        let seq = self.requests.len() as u64 + 1;
+        let mut events: Vec<(Address, EventKind)> = Vec::new();
+        let outcome = check_write(&cmd.op).and_then(|()| self.plan(&cmd.op, &mut events));
+        let mut created = Vec::new();
+        if outcome.is_ok() {
+            for (addr, kind) in events {
+                let event = Event {
+                    seq,
+                    request: cmd.id,
+                    user: cmd.user.clone(),
+                    time_ms: cmd.time_ms,
+                    kind,
+                };
+                match event.kind {
+                    EventKind::Created => {
+                        created.push(addr.clone());
+                        self.nodes.insert(
+                            addr,
+                            NodeRecord {
+                                own: Map::new(),
+                                archived: false,
+                                created_seq: seq,
+                                created_ms: cmd.time_ms,
+                                history: vec![event],
+                            },
+                        );
+                    }
+                    _ => {
+                        if let Some(node) = self.nodes.get_mut(&addr) {
+                            match &event.kind {
+                                EventKind::ConfigSet { key, value, .. } => {
+                                    // Validated in plan(); the assignment cannot fail here.
+                                    if let Ok(key) = nodeconf::ConfigKey::parse(key) {
+                                        let _ = nodeconf::assign(
+                                            &mut node.own,
+                                            &Assignment {
+                                                key,
+                                                value: value.clone(),
+                                            },
+                                        );
+                                    }
+                                }
+                                EventKind::Archived => node.archived = true,
+                                EventKind::Created => {}
+                            }
+                            node.history.push(event);
+                        }
+                    }
+                }
+            }
+        }
+        self.requests.push(RequestRecord {
+            seq,
+            id: cmd.id,
+            user: cmd.user.clone(),
+            time_ms: cmd.time_ms,
+            verb: verb(&cmd.op).to_owned(),
+            target: cmd.op.target().clone(),
+            status: if outcome.is_ok() {
+                RequestStatus::Done
+            } else {
+                RequestStatus::Failed
+            },
+            error: outcome.as_ref().err().cloned(),
+            log_index,
+            payload: cmd.op.clone(),
+            created,
+        });
+        self.by_id.insert(cmd.id, seq);
+        self.result_of(seq, false)
+    }
+
+    /// Works out the events `op` produces without changing anything.
+    fn plan(&self, op: &WriteOp, events: &mut Vec<(Address, EventKind)>) -> Result<(), ApiError> {
+        match op {
+            WriteOp::New { addr, set } => {
+                for a in addr.lineage() {
+                    match self.nodes.get(&a) {
+                        Some(n) if n.archived => {
+                            return Err(ApiError::bad_request(format!(
+                                "{a} is archived; archived nodes keep their name and history, choose another name"
+                            )));
+                        }
+                        Some(_) => {}
+                        None => events.push((a, EventKind::Created)),
+                    }
+                }
+                let own = self
+                    .nodes
+                    .get(addr)
+                    .map(|n| n.own.clone())
+                    .unwrap_or_default();
+                plan_assignments(addr, own, set, events)
+            }
+            WriteOp::Set { addr, set } => {
+                let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
+                if node.archived {
+                    return Err(ApiError::bad_request(format!(
+                        "{addr} is archived and read-only"
+                    )));
+                }
+                plan_assignments(addr, node.own.clone(), set, events)
+            }
+            WriteOp::Archive { addr } => {
+                let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
+                if !node.archived {
+                    events.push((addr.clone(), EventKind::Archived));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The first answer to a request id already applied.
+    pub fn answer_for(&self, id: &RequestId) -> Option<Result<WriteReceipt, ApiError>> {
+        self.by_id.get(id).map(|&seq| self.result_of(seq, true))
+    }
+
+    fn result_of(&self, seq: u64, duplicate: bool) -> Result<WriteReceipt, ApiError> {
+        let rec = self
+            .requests
+            .get((seq as usize).wrapping_sub(1))
+            .ok_or_else(|| {
+                ApiError::new(
+                    plotter2_node::protocol::ErrorKind::Internal,
+                    "request log is inconsistent",
+                )
+            })?;
+        match &rec.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(WriteReceipt {
+                seq,
+                id: rec.id,
+                log_index: rec.log_index,
+                duplicate,
+                created: rec.created.clone(),
+            }),
+        }
+    }
+
+    pub fn contains(&self, addr: &Address) -> bool {
+        self.nodes.contains_key(addr)
+    }
+
+    pub fn show(&self, addr: &Address) -> Result<NodeView, ApiError> {
+        let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
+        let mut effective = Effective::default();
+        let mut hidden_by_ancestor = false;
+        for a in addr.lineage() {
+            if let Some(n) = self.nodes.get(&a) {
+                effective.overlay(&a, &n.own);
+                hidden_by_ancestor |= a != *addr && n.archived;
+            }
+        }
+        Ok(NodeView {
+            address: addr.clone(),
+            archived: node.archived,
+            hidden_by_ancestor,
+            own: node.own.clone(),
+            effective,
+            children: self.children(addr, true),
+            created_seq: node.created_seq,
+            created_ms: node.created_ms,
+            history_len: node.history.len() as u64,
+        })
+    }
+
+    pub fn ls(&self, addr: &Address, all: bool) -> Result<Vec<ChildView>, ApiError> {
+        if !self.nodes.contains_key(addr) {
+            return Err(no_node(addr));
+        }
+        Ok(self.children(addr, all))
+    }
+
+    /// Direct children, found by scanning the subtree's contiguous key range.
+    fn children(&self, addr: &Address, all: bool) -> Vec<ChildView> {
+        let mut out: Vec<ChildView> = Vec::new();
+        let depth = addr.depth() + 1;
+        for (a, n) in self.nodes.range(addr..).skip(1) {
+            if !a.is_within(addr) {
+                break;
+            }
+            if a.depth() == depth {
+                if all || !n.archived {
+                    out.push(ChildView {
+                        address: a.clone(),
+                        name: a.name().unwrap_or_default().to_owned(),
+                        archived: n.archived,
+                        children: 0,
+                    });
+                }
+            } else if let Some(last) = out.last_mut() {
+                if a.depth() == depth + 1 && a.is_within(&last.address) {
+                    last.children += 1;
+                }
+            }
+        }
+        out
+    }
+
+    pub fn history(&self, addr: &Address) -> Result<Vec<Event>, ApiError> {
+        self.nodes
+            .get(addr)
+            .map(|n| n.history.clone())
+            .ok_or_else(|| no_node(addr))
+    }
+
+    pub fn requests(&self, after: u64, limit: u32) -> Vec<RequestRecord> {
+        self.requests
+            .iter()
+            .skip(after as usize)
+            .take(limit as usize)
+            .cloned()
+            .collect()
+    }
+
+    pub fn request(&self, id: &RequestId) -> Result<RequestRecord, ApiError> {
+        self.by_id
+            .get(id)
+            .and_then(|&seq| self.requests.get(seq as usize - 1))
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no request with id {id}; list them with `plotter2 requests`"
+                ))
+            })
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.requests.len() as u64
+    }
+
+    /// blake3 over the canonical encoding of the whole registry.
+    pub fn digest(&self) -> String {
+        match rmp_serde::to_vec_named(self) {
+            Ok(bytes) => format!("b3:{}", blake3::hash(&bytes).to_hex()),
+            Err(e) => format!("unencodable: {e}"),
+        }
+    }
+}
+
+fn plan_assignments(
+    addr: &Address,
+    mut own: Map<String, Value>,
+    set: &[Assignment],
+    events: &mut Vec<(Address, EventKind)>,
+) -> Result<(), ApiError> {
+    for a in set {
+        let previous = lookup(&own, a.key.parts());
+        nodeconf::assign(&mut own, a).map_err(|e| ApiError::bad_request(format!("{addr}: {e}")))?;
+        events.push((
+            addr.clone(),
+            EventKind::ConfigSet {
+                key: a.key.to_string(),
+                value: a.value.clone(),
+                previous,
+            },
+        ));
+    }
+    Ok(())
+}
+
+fn lookup(own: &Map<String, Value>, parts: &[String]) -> Option<Value> {
+    let (first, rest) = parts.split_first()?;
+    let mut cur = own.get(first)?;
+    for p in rest {
+        cur = cur.as_object()?.get(p)?;
+    }
+    Some(cur.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plotter2_node::protocol::UserName;
+    use serde_json::json;
+
+    fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    fn cmd(op: WriteOp) -> Command {
+        Command {
+            id: RequestId::new(),
+            user: UserName::parse("tali").unwrap(),
+            time_ms: 1000,
+            op,
+        }
+    }
+
+    fn new(a: &str, set: &[&str]) -> WriteOp {
+        WriteOp::New {
+            addr: addr(a),
+            set: set.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_issue_tour() {
+        let mut r = Registry::default();
+        let c = cmd(new(
+            "/sources/tali/experiment2",
+            &["lr=0.1", "model.depth=3"],
+        ));
+        let receipt = r.apply(&c, 1).unwrap();
+        assert_eq!(receipt.seq, 1);
+        assert_eq!(receipt.created.len(), 3, "sources, tali, experiment2");
+        r.apply(
+            &cmd(new("/sources/tali/experiment2/experiment2a", &["lr=0.2"])),
+            2,
+        )
+        .unwrap();
+        r.apply(
+            &cmd(WriteOp::Set {
+                addr: addr("/sources/tali/experiment2"),
+                set: vec!["optimizer=adam".parse().unwrap()],
+            }),
+            3,
+        )
+        .unwrap();
+        let v = r
+            .show(&addr("/sources/tali/experiment2/experiment2a"))
+            .unwrap();
+        assert_eq!(Value::Object(v.own.clone()), json!({"lr": 0.2}));
+        assert_eq!(
+            Value::Object(v.effective.config.clone()),
+            json!({"lr": 0.2, "model": {"depth": 3}, "optimizer": "adam"})
+        );
+        assert_eq!(
+            v.effective.from["model.depth"],
+            addr("/sources/tali/experiment2")
+        );
+        assert_eq!(
+            v.effective.from["lr"],
+            addr("/sources/tali/experiment2/experiment2a")
+        );
+
+        // Duplicate id: same answer, nothing applied twice.
+        let again = r.apply(&c, 9).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.seq, 1);
+        assert_eq!(r.request_count(), 3);
+
+        let h = r.history(&addr("/sources/tali/experiment2")).unwrap();
+        let kinds: Vec<&str> = h
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Created => "created",
+                EventKind::ConfigSet { .. } => "set",
+                EventKind::Archived => "archived",
+            })
+            .collect();
+        assert_eq!(kinds, ["created", "set", "set", "set"]);
+
+        r.apply(
+            &cmd(WriteOp::Archive {
+                addr: addr("/sources/tali/experiment2/experiment2a"),
+            }),
+            4,
+        )
+        .unwrap();
+        assert!(
+            r.ls(&addr("/sources/tali/experiment2"), false)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            r.ls(&addr("/sources/tali/experiment2"), true)
+                .unwrap()
+                .len(),
+            1
+        );
+        let ls = r.ls(&addr("/sources"), false).unwrap();
+        assert_eq!(ls.len(), 1);
+        assert_eq!(ls[0].children, 1);
+    }
+
+    #[test]
+    fn failures_are_logged_and_change_no_node() {
+        let mut r = Registry::default();
+        r.apply(&cmd(new("/a", &["model=3"])), 1).unwrap();
+        let before = r.nodes.clone();
+        let err = r
+            .apply(
+                &cmd(WriteOp::Set {
+                    addr: addr("/a"),
+                    set: vec!["lr=1".parse().unwrap(), "model.x=1".parse().unwrap()],
+                }),
+                2,
+            )
+            .unwrap_err();
+        assert!(err.message.contains("model is a number"), "{}", err.message);
+        let err = r
+            .apply(
+                &cmd(WriteOp::Set {
+                    addr: addr("/nope"),
+                    set: vec!["a=1".parse().unwrap()],
+                }),
+                3,
+            )
+            .unwrap_err();
+        assert!(err.message.contains("plotter2 new /nope"));
+        assert!(
+            r.apply(
+                &cmd(WriteOp::Archive {
+                    addr: Address::root()
+                }),
+                4
+            )
+            .is_err()
+        );
+        assert_eq!(r.nodes, before);
+        assert_eq!(r.request_count(), 4);
+        assert_eq!(r.requests(0, 100)[1].status, RequestStatus::Failed);
+    }
+
+    #[test]
+    fn replicas_applying_the_same_log_agree() {
+        let log: Vec<Command> = (0..50)
+            .map(|i| cmd(new(&format!("/x/n{}", i % 7), &[&format!("v={i}")])))
+            .collect();
+        let mut a = Registry::default();
+        let mut b = Registry::default();
+        for (i, c) in log.iter().enumerate() {
+            let ra = a.apply(c, i as u64 + 1);
+            let rb = b.apply(c, i as u64 + 1);
+            assert_eq!(ra, rb);
+        }
+        assert_eq!(a.digest(), b.digest());
+        let snapshot = rmp_serde::to_vec_named(&a).unwrap();
+        let c: Registry = rmp_serde::from_slice(&snapshot).unwrap();
+        assert_eq!(c.digest(), a.digest());
+    }
+}

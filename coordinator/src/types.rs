@@ -1,0 +1,67 @@
+//! The raft type configuration and what travels in the log.
+
+use std::fmt;
+
+use plotter2_node::protocol::{ApiError, RequestId, UserName, WriteOp, WriteReceipt};
+use serde::{Deserialize, Serialize};
+
+/// One registry write as committed to the log. The leader stamps `time_ms`; apply never reads
+/// a clock, so every replica derives the same state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: RequestId,
+    pub user: UserName,
+    pub time_ms: u64,
+    pub op: WriteOp,
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {:?} {} by {}",
+            self.id,
+            self.op.target().to_string(),
+            verb(&self.op),
+            self.user
+        )
+    }
+}
+
+pub(crate) fn verb(op: &WriteOp) -> &'static str {
+    match op {
+        WriteOp::New { .. } => "new",
+        WriteOp::Set { .. } => "set",
+        WriteOp::Archive { .. } => "archive",
+    }
+}
+
+/// What applying a [`Command`] answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied(pub Result<WriteReceipt, ApiError>);
+
+/// Blank and membership entries answer this.
+impl Default for Applied {
+    fn default() -> Self {
+        Applied(Err(ApiError::new(
+            plotter2_node::protocol::ErrorKind::Internal,
+            "not an application entry",
+        )))
+    }
+}
+
+openraft::declare_raft_types!(
+    /// plotter2's raft types: registry commands in, apply results out.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        Node = openraft::BasicNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type NodeId = u64;
