@@ -1,1 +1,58 @@
-fn main() {}
+//! The `plotter2` binary: parse, dispatch, print. Each role lives in its crate; this is the only
+//! place that sees them all.
+
+mod cli;
+mod commands;
+mod output;
+mod roles;
+mod up;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Coordinator(args) => {
+            // Raft, NATS and redb I/O share the cores; the role gets a multi-thread runtime.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let _telemetry = plotter2_node::telemetry::init("plotter2-coordinator", "info")?;
+                roles::run_coordinator(&cli.global, &args).await
+            })
+        }
+        Command::Up(args) => {
+            // Children are forked from this one thread, so PR_SET_PDEATHSIG ties them to `up`.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async {
+                let _telemetry = plotter2_node::telemetry::init("plotter2-up", "warn")?;
+                up::run(&cli.global, args).await
+            })
+        }
+        command => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let _telemetry = plotter2_node::telemetry::init("plotter2-cli", "warn")?;
+                commands::run(&cli.global, command).await
+            })
+        }
+    }
+}

@@ -175,6 +175,10 @@ impl Client {
         let mut out = Vec::new();
         let end = tokio::time::Instant::now() + window;
         while let Ok(Some(msg)) = tokio::time::timeout_at(end, sub.next()).await {
+            // "No responders" arrives as an empty status message: nobody is there yet.
+            if msg.status.is_some() {
+                continue;
+            }
             match protocol::decode::<NodeStatus>(&msg.payload) {
                 Ok(s) => out.push(s),
                 Err(e) => tracing::warn!("ignoring a bad status answer: {e}"),

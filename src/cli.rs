@@ -1,0 +1,180 @@
+//! Command-line grammar (clap). Parsing only: no behaviour here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use plotter2_node::Address;
+use plotter2_node::nodeconf::Assignment;
+use plotter2_node::protocol::RequestId;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plotter2",
+    version,
+    about = "Gateway and coordinator between experiments and their data"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// plotter2 home (default: $P2_HOME, else ~/.plotter2)
+    #[arg(long, global = true, env = "P2_HOME")]
+    pub home: Option<PathBuf>,
+    /// NATS URL (default: $P2_NATS, else the URL in <home>/config/cluster.toml)
+    #[arg(long, global = true, env = "P2_NATS")]
+    pub nats: Option<String>,
+    /// Who is asking (default: $P2_USER, else the OS user)
+    #[arg(long, global = true, env = "P2_USER")]
+    pub user: Option<String>,
+    /// Give up on a request after this many seconds
+    #[arg(long, global = true, default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run NATS and the plotter2 roles on this machine, in the foreground (Ctrl-C stops all)
+    Up(UpArgs),
+    /// Run one coordinator (a raft node of the registry)
+    Coordinator(CoordinatorArgs),
+    /// Create a node and any missing parents
+    New {
+        addr: Address,
+        /// key=value (dotted keys; JSON values, plain text otherwise)
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<Assignment>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set config keys on a node
+    Set {
+        addr: Address,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        set: Vec<Assignment>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the children of a node
+    Ls {
+        #[arg(default_value = "/")]
+        addr: Address,
+        /// Include archived nodes
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a node: own and effective config, children
+    Show {
+        addr: Address,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every event on a node, oldest first
+    History {
+        addr: Address,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hide a node from listings (nothing is deleted)
+    Archive {
+        addr: Address,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The request log
+    Requests {
+        /// Only requests with a sequence number above this
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One request of the log
+    Request {
+        id: RequestId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Raft cluster membership and health
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Every coordinator: id, raft address, role, pid, log and applied index
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a coordinator: joins as learner, promoted to voter once caught up
+    Add {
+        id: u64,
+        raft_addr: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a coordinator from the voters
+    Remove {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// NATS client port (default 4222, or what this home used before)
+    #[arg(long)]
+    pub nats_port: Option<u16>,
+    /// Address NATS listens on; 0.0.0.0 lets other machines push and run workers
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: String,
+    /// Number of coordinators (raft nodes): 1, 3 or 5
+    #[arg(long)]
+    pub coordinators: Option<u8>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorArgs {
+    /// TOML file with any of the flags below (flags and env win)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Raft node id (unique in the cluster, > 0)
+    #[arg(long, env = "P2_COORDINATOR_ID")]
+    pub id: Option<u64>,
+    /// host:port this node listens on for raft peers, and that they use to reach it
+    #[arg(long, env = "P2_RAFT_ADDR")]
+    pub raft_addr: Option<String>,
+    /// Directory of this node's raft store (default: <home>/registry/<id>)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Initialize a new cluster with these members: 1=127.0.0.1:7001,2=…  (ignored once initialized)
+    #[arg(long, value_delimiter = ',')]
+    pub init: Vec<String>,
+    /// Build a snapshot (and compact the log) after this many entries
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept after a snapshot
+    #[arg(long)]
+    pub keep_logs: Option<u64>,
+    /// Leader heartbeat interval, milliseconds
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout, milliseconds (the maximum is twice this)
+    #[arg(long)]
+    pub election_ms: Option<u64>,
+    /// Seconds a write may wait to commit before the client hears "no quorum"
+    #[arg(long)]
+    pub write_timeout: Option<f64>,
+}

@@ -1,0 +1,378 @@
+//! Client verbs: build the request, send it, print the answer (`--json` or a table).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use plotter2_node::protocol::{
+    ClusterOp, EventKind, NodeStatus, Op, ReadOp, Reply, RequestRecord, RequestStatus, Role,
+    UserName, WriteOp,
+};
+use plotter2_node::{Client, ClusterFile, Home};
+use serde::Serialize;
+
+use crate::cli::{ClusterCommand, Command, Global};
+use crate::output::{self, Table};
+
+/// `--nats`/`$P2_NATS`, else the URL `plotter2 up` wrote into the home.
+pub fn nats_url(flag: Option<String>, home: &Home) -> Result<String> {
+    if let Some(url) = flag.filter(|u| !u.is_empty()) {
+        return Ok(url);
+    }
+    match ClusterFile::load(&home.cluster_file())? {
+        Some(cf) => Ok(cf.nats_url),
+        None => bail!(
+            "no cluster to talk to: {} does not exist. Start one with `plotter2 up --home {}`, \
+             or pass --nats URL / set P2_NATS",
+            home.cluster_file().display(),
+            home.root().display()
+        ),
+    }
+}
+
+/// `--user`/`$P2_USER`, else the OS user.
+fn user_name(flag: Option<String>) -> Result<UserName> {
+    let name = match flag.filter(|u| !u.is_empty()) {
+        Some(u) => u,
+        None => os_user().context("cannot tell who you are: pass --user NAME or set P2_USER")?,
+    };
+    UserName::parse(&name).map_err(|e| anyhow::anyhow!("{e}; pass --user NAME or set P2_USER"))
+}
+
+fn os_user() -> Option<String> {
+    for var in ["USER", "LOGNAME"] {
+        if let Some(u) = std::env::var(var).ok().filter(|u| !u.is_empty()) {
+            return Some(u);
+        }
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    }
+}
+
+pub async fn connect(global: &Global) -> Result<Client> {
+    let home = Home::resolve(global.home.clone())?;
+    let url = nats_url(global.nats.clone(), &home)?;
+    let user = user_name(global.user.clone())?;
+    if !(global.timeout.is_finite() && global.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    Ok(Client::connect(&url, user)
+        .await?
+        .with_deadline(Duration::from_secs_f64(global.timeout)))
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(global: &Global, command: Command) -> Result<()> {
+    let client = connect(global).await?;
+    let (op, json) = match command {
+        Command::New { addr, set, json } => (Op::Write(WriteOp::New { addr, set }), json),
+        Command::Set { addr, set, json } => (Op::Write(WriteOp::Set { addr, set }), json),
+        Command::Archive { addr, json } => (Op::Write(WriteOp::Archive { addr }), json),
+        Command::Ls { addr, all, json } => (Op::Read(ReadOp::Ls { addr, all }), json),
+        Command::Show { addr, json } => (Op::Read(ReadOp::Show { addr }), json),
+        Command::History { addr, json } => (Op::Read(ReadOp::History { addr }), json),
+        Command::Requests { after, limit, json } => {
+            (Op::Read(ReadOp::Requests { after, limit }), json)
+        }
+        Command::Request { id, json } => (Op::Read(ReadOp::Request { id }), json),
+        Command::Cluster {
+            command: ClusterCommand::Status { json },
+        } => return cluster_status(&client, json).await,
+        Command::Cluster {
+            command:
+                ClusterCommand::Add {
+                    id,
+                    raft_addr,
+                    json,
+                },
+        } => (Op::Cluster(ClusterOp::ClusterAdd { id, raft_addr }), json),
+        Command::Cluster {
+            command: ClusterCommand::Remove { id, json },
+        } => (Op::Cluster(ClusterOp::ClusterRemove { id }), json),
+        Command::Up(_) | Command::Coordinator(_) => bail!("not a client command"),
+    };
+    let verb = op.verb();
+    let target = match &op {
+        Op::Write(w) => Some(w.target().to_string()),
+        _ => None,
+    };
+    let reply = client.call(op).await?;
+    if json {
+        return match reply {
+            Reply::Written(r) => print_json(&r),
+            Reply::Node(n) => print_json(&n),
+            Reply::Children(c) => print_json(&c),
+            Reply::History(h) => print_json(&h),
+            Reply::Requests(r) => print_json(&r),
+            Reply::Request(r) => print_json(&r),
+            Reply::Cluster(c) => print_json(&c),
+        };
+    }
+    match reply {
+        Reply::Written(r) => {
+            let target = target.unwrap_or_default();
+            let again = if r.duplicate {
+                " (already applied earlier)"
+            } else {
+                ""
+            };
+            println!(
+                "{verb} {target}: done, request {} seq {}{again}",
+                r.id, r.seq
+            );
+            for c in &r.created {
+                println!("  created {c}");
+            }
+        }
+        Reply::Node(n) => {
+            println!("{}", n.address);
+            let state = match (n.archived, n.hidden_by_ancestor) {
+                (true, _) => "archived",
+                (false, true) => "hidden (an ancestor is archived)",
+                _ => "active",
+            };
+            println!("  state    {state}");
+            println!(
+                "  created  {} (seq {})",
+                output::time(n.created_ms),
+                n.created_seq
+            );
+            println!("  history  {} events", n.history_len);
+            println!("own config:");
+            print_config(&n.own, None);
+            println!("effective config:");
+            print_config(&n.effective.config, Some(&n.effective.from));
+            if !n.children.is_empty() {
+                println!("children:");
+                for c in &n.children {
+                    let mark = if c.archived { " (archived)" } else { "" };
+                    println!("  {}{mark}", c.name);
+                }
+            }
+        }
+        Reply::Children(children) => {
+            let mut t = Table::new(&["NAME", "CHILDREN", "STATE", "ADDRESS"]);
+            for c in children {
+                let state = if c.archived { "archived" } else { "" };
+                t.row(vec![
+                    c.name,
+                    c.children.to_string(),
+                    state.into(),
+                    c.address.to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+        Reply::History(events) => {
+            let mut t = Table::new(&["SEQ", "TIME", "USER", "EVENT", "REQUEST"]);
+            for e in events {
+                let what = match &e.kind {
+                    EventKind::Created => "created".to_owned(),
+                    EventKind::ConfigSet {
+                        key,
+                        value,
+                        previous,
+                    } => match previous {
+                        Some(p) => format!(
+                            "set {key}={} (was {})",
+                            output::value(value),
+                            output::value(p)
+                        ),
+                        None => format!("set {key}={}", output::value(value)),
+                    },
+                    EventKind::Archived => "archived".to_owned(),
+                };
+                t.row(vec![
+                    e.seq.to_string(),
+                    output::time(e.time_ms),
+                    e.user.to_string(),
+                    what,
+                    e.request.to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+        Reply::Requests(records) => print!("{}", requests_table(&records)),
+        Reply::Request(r) => {
+            print!("{}", requests_table(std::slice::from_ref(&r)));
+            if let Some(e) = &r.error {
+                println!("error: {}", e.message);
+            }
+            println!("payload: {}", serde_json::to_string(&r.payload)?);
+        }
+        Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
+    }
+    Ok(())
+}
+
+fn print_config(
+    config: &serde_json::Map<String, serde_json::Value>,
+    from: Option<&std::collections::BTreeMap<String, plotter2_node::Address>>,
+) {
+    let mut leaves = Vec::new();
+    flatten("", config, &mut leaves);
+    if leaves.is_empty() {
+        println!("  (none)");
+        return;
+    }
+    let mut t = Table::new(&["  KEY", "VALUE", "FROM"]);
+    for (k, v) in leaves {
+        let src = from
+            .and_then(|f| f.get(&k))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        t.row(vec![format!("  {k}"), output::value(&v), src]);
+    }
+    print!("{}", t.render());
+}
+
+fn flatten(
+    prefix: &str,
+    m: &serde_json::Map<String, serde_json::Value>,
+    out: &mut Vec<(String, serde_json::Value)>,
+) {
+    for (k, v) in m {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            serde_json::Value::Object(inner) if !inner.is_empty() => flatten(&key, inner, out),
+            _ => out.push((key, v.clone())),
+        }
+    }
+}
+
+fn requests_table(records: &[RequestRecord]) -> String {
+    let mut t = Table::new(&["SEQ", "TIME", "USER", "VERB", "TARGET", "STATUS", "ID"]);
+    for r in records {
+        let status = match r.status {
+            RequestStatus::Done => "done",
+            RequestStatus::Failed => "failed",
+        };
+        t.row(vec![
+            r.seq.to_string(),
+            output::time(r.time_ms),
+            r.user.to_string(),
+            r.verb.clone(),
+            r.target.to_string(),
+            status.into(),
+            r.id.to_string(),
+        ]);
+    }
+    t.render()
+}
+
+/// One row per coordinator: those that answered, and members nobody heard from.
+#[derive(Serialize, Default)]
+struct StatusRow {
+    id: u64,
+    raft_addr: String,
+    /// leader, follower, candidate, learner, shutdown, or unreachable
+    role: String,
+    reachable: bool,
+    pid: Option<u32>,
+    term: Option<u64>,
+    leader: Option<u64>,
+    last_log_index: Option<u64>,
+    committed_index: Option<u64>,
+    applied_index: Option<u64>,
+    snapshot_index: Option<u64>,
+    purged_index: Option<u64>,
+    state_digest: Option<String>,
+}
+
+impl From<&NodeStatus> for StatusRow {
+    fn from(s: &NodeStatus) -> Self {
+        Self {
+            id: s.id,
+            raft_addr: s.raft_addr.clone(),
+            role: s.role.to_string(),
+            reachable: true,
+            pid: Some(s.pid),
+            term: Some(s.term),
+            leader: s.leader,
+            last_log_index: s.last_log_index,
+            committed_index: s.committed_index,
+            applied_index: s.applied_index,
+            snapshot_index: s.snapshot_index,
+            purged_index: s.purged_index,
+            state_digest: Some(s.state_digest.clone()),
+        }
+    }
+}
+
+async fn cluster_status(client: &Client, json: bool) -> Result<()> {
+    let answers = client.cluster_status(Duration::from_millis(500)).await?;
+    if answers.is_empty() {
+        bail!("no coordinator answered on NATS; is `plotter2 up` (or a coordinator) running?");
+    }
+    let mut members: std::collections::BTreeMap<u64, String> = Default::default();
+    for s in &answers {
+        for (id, addr) in s.voters.iter().chain(&s.learners) {
+            members.insert(*id, addr.clone());
+        }
+        members.entry(s.id).or_insert_with(|| s.raft_addr.clone());
+    }
+    let rows: Vec<StatusRow> = members
+        .into_iter()
+        .map(|(id, addr)| match answers.iter().find(|s| s.id == id) {
+            Some(s) => StatusRow::from(s),
+            None => StatusRow {
+                id,
+                raft_addr: addr,
+                role: "unreachable".into(),
+                ..Default::default()
+            },
+        })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let mut t = Table::new(&[
+        "ID",
+        "RAFT ADDRESS",
+        "ROLE",
+        "PID",
+        "TERM",
+        "LAST LOG",
+        "APPLIED",
+        "STATE DIGEST",
+    ]);
+    for r in &rows {
+        t.row(vec![
+            r.id.to_string(),
+            r.raft_addr.clone(),
+            r.role.clone(),
+            opt(r.pid.map(u64::from)),
+            opt(r.term),
+            opt(r.last_log_index),
+            opt(r.applied_index),
+            r.state_digest
+                .as_deref()
+                .unwrap_or("-")
+                .chars()
+                .take(19)
+                .collect(),
+        ]);
+    }
+    print!("{}", t.render());
+    if !answers.iter().any(|s| s.role == Role::Leader) {
+        println!("no leader: a majority of voters must be running and reachable");
+    }
+    Ok(())
+}
