@@ -1,0 +1,286 @@
+//! Three coordinators under faults: leader kills, a node left behind a compacted log, and a
+//! minority that must refuse writes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plotter2_node::protocol::{Op, ReadOp, Reply, RequestId, WriteOp};
+use plotter2_node::{Address, Client};
+
+use crate::support::{Cluster, Opts, wait_for};
+
+fn new_op(path: &str) -> Op {
+    Op::Write(WriteOp::New {
+        addr: Address::parse(path).unwrap(),
+        set: vec![],
+    })
+}
+
+async fn request_log(client: &Client) -> Vec<plotter2_node::protocol::RequestRecord> {
+    match client
+        .call(Op::Read(ReadOp::Requests {
+            after: 0,
+            limit: u32::MAX,
+        }))
+        .await
+        .unwrap()
+    {
+        Reply::Requests(r) => r,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_five_times_loses_and_duplicates_nothing() {
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            write_timeout: Some(2.0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let acked: Arc<Mutex<Vec<RequestId>>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let client = c.client().await.with_deadline(Duration::from_secs(60));
+        let (acked, stop) = (acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = RequestId::new();
+                match client
+                    .call_with_id(id, new_op(&format!("/load/w{w}/n{k}")))
+                    .await
+                {
+                    Ok(Reply::Written(_)) => acked.lock().unwrap().push(id),
+                    other => panic!("writer {w}: write {k} failed: {other:?}"),
+                }
+                k += 1;
+            }
+        }));
+    }
+    let probe = c.client().await.with_deadline(Duration::from_secs(10));
+    for round in 0..5 {
+        let leader = c.wait_leader(Duration::from_secs(20)).await;
+        let acked_before = acked.lock().unwrap().len();
+        c.coord(leader).kill9();
+        let killed_at = Instant::now();
+        probe
+            .call(new_op(&format!("/probe/{round}")))
+            .await
+            .unwrap();
+        let took = killed_at.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "round {round}: a new leader took {took:?} to accept a write"
+        );
+        c.coord(leader).restart();
+        c.wait_leader(Duration::from_secs(20)).await;
+        let grew = wait_for(Duration::from_secs(10), "writers to make progress", || {
+            let n = acked.lock().unwrap().len();
+            async move { (n > acked_before).then_some(n) }
+        })
+        .await;
+        eprintln!(
+            "round {round}: new leader accepted a write {took:?} after the kill; {grew} writes acknowledged"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let statuses = c.wait_converged(Duration::from_secs(30)).await;
+    assert_eq!(statuses.len(), 3);
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.state_digest == statuses[0].state_digest),
+        "state machines differ: {statuses:#?}"
+    );
+    let log = request_log(&c.client().await).await;
+    let mut count: HashMap<RequestId, usize> = HashMap::new();
+    for r in &log {
+        *count.entry(r.id).or_default() += 1;
+    }
+    let acked = acked.lock().unwrap();
+    assert!(
+        acked.len() > 20,
+        "too few writes to mean anything: {}",
+        acked.len()
+    );
+    for id in acked.iter() {
+        assert_eq!(
+            count.get(id),
+            Some(&1),
+            "acknowledged request {id} is in the log {:?} times",
+            count.get(id)
+        );
+    }
+    for (i, r) in log.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1, "request log sequence has a gap");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            snapshot_every: Some(50),
+            keep_logs: Some(0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = c.client().await;
+    for i in 0..10 {
+        client.call(new_op(&format!("/s/early{i}"))).await.unwrap();
+    }
+    let behind = c.wait_converged(Duration::from_secs(10)).await[0]
+        .applied_index
+        .unwrap();
+    c.coord(3).kill9();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                client.call(new_op(&format!("/s/t{t}/n{i}"))).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let purged = wait_for(
+        Duration::from_secs(20),
+        "the leader to purge its log past node 3",
+        || {
+            let client = client.clone();
+            async move {
+                let s = client
+                    .cluster_status(Duration::from_millis(300))
+                    .await
+                    .ok()?;
+                let p = s.iter().filter_map(|s| s.purged_index).min()?;
+                (s.len() == 2 && p > behind).then_some(p)
+            }
+        },
+    )
+    .await;
+    c.coord(3).restart();
+    let statuses = c.wait_converged(Duration::from_secs(30)).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.state_digest == statuses[0].state_digest),
+        "{statuses:#?}"
+    );
+    let node3 = statuses.iter().find(|s| s.id == 3).unwrap();
+    assert!(
+        node3.snapshot_index.unwrap_or(0) >= purged,
+        "node 3 should hold a snapshot at or past {purged}: {node3:?}"
+    );
+    assert_eq!(request_log(&client).await.len(), 10 + 8 * 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_refuses_writes_and_says_why_then_recovers() {
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            write_timeout: Some(1.5),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.cli_ok(&["new", "/before"]);
+    let digest = c.wait_converged(Duration::from_secs(10)).await[0]
+        .state_digest
+        .clone();
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let followers: Vec<u64> = c
+        .coords
+        .iter()
+        .map(|x| x.id)
+        .filter(|&id| id != leader)
+        .collect();
+
+    // Leader alone: it must notice it lost its majority and refuse with the reason.
+    for &f in &followers {
+        c.coord(f).pause();
+    }
+    let client = c.client().await;
+    wait_for(
+        Duration::from_secs(10),
+        "the leader to notice it lost its majority",
+        || {
+            let client = client.clone();
+            async move {
+                let s = client
+                    .cluster_status(Duration::from_millis(200))
+                    .await
+                    .ok()?;
+                let l = s.iter().find(|s| s.id == leader)?;
+                (l.quorum_ack_age_ms? > 2000).then_some(())
+            }
+        },
+    )
+    .await;
+    let (ok, _, err) = c.cli(&["--timeout", "4", "new", "/during"]);
+    assert!(!ok, "a write was accepted without a majority");
+    assert!(
+        err.contains("cannot commit") && err.contains("majority"),
+        "{err}"
+    );
+    let still = client
+        .cluster_status(Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        still.iter().find(|s| s.id == leader).unwrap().state_digest,
+        digest,
+        "registry changed"
+    );
+
+    for &f in &followers {
+        c.coord(f).resume();
+    }
+    c.wait_leader(Duration::from_secs(20)).await;
+    c.cli_ok(&["new", "/after"]);
+    let (ok, _, err) = c.cli(&["show", "/during"]);
+    assert!(!ok && err.contains("no node at /during"), "{err}");
+
+    // A follower alone (leader and the other follower paused): nobody can commit.
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let alone = c
+        .coords
+        .iter()
+        .map(|x| x.id)
+        .find(|&id| id != leader)
+        .unwrap();
+    let paused: Vec<u64> = c
+        .coords
+        .iter()
+        .map(|x| x.id)
+        .filter(|&id| id != alone)
+        .collect();
+    for &p in &paused {
+        c.coord(p).pause();
+    }
+    let (ok, _, err) = c.cli(&["--timeout", "3", "new", "/during2"]);
+    assert!(!ok, "a write was accepted without a majority");
+    assert!(err.contains("majority"), "{err}");
+    for &p in &paused {
+        c.coord(p).resume();
+    }
+    c.wait_leader(Duration::from_secs(20)).await;
+    c.cli_ok(&["new", "/after2"]);
+    let s = c.wait_converged(Duration::from_secs(20)).await;
+    assert!(s.iter().all(|x| x.state_digest == s[0].state_digest));
+}

@@ -1,0 +1,9 @@
+//! System tests: the real `plotter2` binary against real `nats-server` processes.
+//! Run with `cargo test` (see README); nats-server must be on PATH.
+
+mod support;
+
+mod bad_input;
+mod failover;
+mod tour;
+mod up;
