@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tracing::Instrument;
 use openraft::type_config::async_runtime::{Instant as _, WatchReceiver};
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 use plotter2_node::protocol::{
@@ -51,21 +52,20 @@ impl Api {
     /// Serves `p2.api.>` while this node leads, and stops when it does not.
     pub async fn run_leader_service(self) {
         let mut metrics = self.raft.metrics();
-        let mut serving: Option<tokio::task::JoinHandle<()>> = None;
+        let mut serving: Option<tokio::sync::watch::Sender<bool>> = None;
         loop {
             let leading = metrics.borrow_watched().state == ServerState::Leader;
             match (leading, serving.is_some()) {
                 (true, false) => {
                     tracing::info!(id = self.id, "leader: serving {API_PREFIX}.>");
-                    serving = Some(tokio::spawn(self.clone().serve_api()));
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    tokio::spawn(self.clone().serve_api(rx));
+                    serving = Some(tx);
                 }
                 (false, true) => {
-                    tracing::info!(
-                        id = self.id,
-                        "no longer leader: stop serving {API_PREFIX}.>"
-                    );
-                    if let Some(h) = serving.take() {
-                        h.abort();
+                    tracing::info!(id = self.id, "no longer leader: stop serving {API_PREFIX}.>");
+                    if let Some(tx) = serving.take() {
+                        let _ = tx.send(true);
                     }
                 }
                 _ => {}
@@ -74,35 +74,49 @@ impl Api {
                 break;
             }
         }
-        if let Some(h) = serving.take() {
-            h.abort();
+        if let Some(tx) = serving.take() {
+            let _ = tx.send(true);
         }
     }
 
-    async fn serve_api(self) {
+    /// Answers requests until `stop` fires, then drains: requests NATS already delivered to this
+    /// node are still answered (a write fails fast with "not leader", so the client retries at
+    /// once) instead of being dropped and left to time out.
+    async fn serve_api(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let subject = format!("{API_PREFIX}.>");
-        let mut sub = match self
-            .nats
-            .queue_subscribe(subject.clone(), API_QUEUE.to_owned())
-            .await
-        {
+        let mut sub = match self.nats.queue_subscribe(subject.clone(), API_QUEUE.to_owned()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("cannot subscribe to {subject}: {e}");
                 return;
             }
         };
-        while let Some(msg) = sub.next().await {
-            let api = self.clone();
-            tokio::spawn(async move {
-                let span = tracing::info_span!("api", subject = %msg.subject);
-                plotter2_node::telemetry::adopt_context(&span, msg.headers.as_ref());
-                let _enter = span.enter();
-                let response = api.respond(msg.subject.as_str(), &msg.payload).await;
-                if let Some(reply) = msg.reply {
-                    api.send(reply, &response).await;
+        let mut draining = false;
+        loop {
+            let msg = tokio::select! {
+                m = sub.next() => m,
+                _ = stop.changed(), if !draining => {
+                    draining = true;
+                    if let Err(e) = sub.drain().await {
+                        tracing::warn!("cannot drain {subject}: {e}");
+                        return;
+                    }
+                    continue;
                 }
-            });
+            };
+            let Some(msg) = msg else { return };
+            let api = self.clone();
+            let span = tracing::info_span!("api", subject = %msg.subject);
+            plotter2_node::telemetry::adopt_context(&span, msg.headers.as_ref());
+            tokio::spawn(
+                async move {
+                    let response = api.respond(msg.subject.as_str(), &msg.payload).await;
+                    if let Some(reply) = msg.reply {
+                        api.send(reply, &response).await;
+                    }
+                }
+                .instrument(span),
+            );
         }
     }
 
