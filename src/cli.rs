@@ -162,7 +162,7 @@ pub struct CoordinatorArgs {
     /// Initialize a new cluster with these members: 1=127.0.0.1:7001,2=…  (ignored once initialized)
     #[arg(long, value_delimiter = ',')]
     pub init: Vec<String>,
-    /// Build a snapshot (and compact the log) after this many entries
+    /// Snapshot (and compact the log) after this many entries, or after as many as the registry holds requests when that is more
     #[arg(long)]
     pub snapshot_every: Option<u64>,
     /// Log entries kept after a snapshot

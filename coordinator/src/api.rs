@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tracing::Instrument;
 use openraft::type_config::async_runtime::{Instant as _, WatchReceiver};
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 use plotter2_node::protocol::{
@@ -18,6 +17,7 @@ use plotter2_node::protocol::{
     ErrorKind, NodeStatus, Op, ReadOp, Reply, RequestId, Role, STATUS_SUBJECT, UserName, VERBS,
     WriteOp,
 };
+use tracing::Instrument;
 
 use crate::registry::check_write;
 use crate::state_machine::StateMachine;
@@ -63,7 +63,10 @@ impl Api {
                     serving = Some(tx);
                 }
                 (false, true) => {
-                    tracing::info!(id = self.id, "no longer leader: stop serving {API_PREFIX}.>");
+                    tracing::info!(
+                        id = self.id,
+                        "no longer leader: stop serving {API_PREFIX}.>"
+                    );
                     if let Some(tx) = serving.take() {
                         let _ = tx.send(true);
                     }
@@ -84,7 +87,11 @@ impl Api {
     /// once) instead of being dropped and left to time out.
     async fn serve_api(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let subject = format!("{API_PREFIX}.>");
-        let mut sub = match self.nats.queue_subscribe(subject.clone(), API_QUEUE.to_owned()).await {
+        let mut sub = match self
+            .nats
+            .queue_subscribe(subject.clone(), API_QUEUE.to_owned())
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("cannot subscribe to {subject}: {e}");

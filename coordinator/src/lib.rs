@@ -8,6 +8,7 @@
 //! only through `plotter2-node`'s protocol over NATS.
 
 pub mod api;
+pub mod compaction;
 pub mod log_store;
 pub mod network;
 pub mod registry;
@@ -49,7 +50,8 @@ pub struct RaftTuning {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Build a snapshot after this many log entries.
+    /// Build a snapshot after this many log entries, or after as many as the registry holds
+    /// requests when that is more (see [`compaction`]).
     pub snapshot_every: u64,
     /// Log entries kept after a snapshot (the rest are purged).
     pub keep_after_snapshot: u64,
@@ -61,8 +63,8 @@ impl Default for RaftTuning {
             heartbeat_ms: 100,
             election_min_ms: 500,
             election_max_ms: 1000,
-            snapshot_every: 10_000,
-            keep_after_snapshot: 1_000,
+            snapshot_every: 50_000,
+            keep_after_snapshot: 5_000,
         }
     }
 }
@@ -106,7 +108,7 @@ pub async fn run(
         Err(e) => return Err(storage_err(&e)),
     };
     let log_store = LogStore::new(db.clone()).map_err(|e| storage_err(&e))?;
-    let sm = StateMachine::open(db).map_err(|e| storage_err(&e))?;
+    let sm = StateMachine::open(&cfg.data_dir).map_err(|e| storage_err(&e))?;
 
     let t = &cfg.tuning;
     let config = openraft::Config {
@@ -114,10 +116,13 @@ pub async fn run(
         heartbeat_interval: t.heartbeat_ms,
         election_timeout_min: t.election_min_ms,
         election_timeout_max: t.election_max_ms,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        // compaction::run decides when; see there why not a fixed interval.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: t.keep_after_snapshot,
         replication_lag_threshold: t.snapshot_every.max(1000),
         enable_pre_vote: Some(true),
+        // Replicate as soon as entries are written; the local fsync runs meanwhile.
+        broadcast_submitted_on_append: Some(true),
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };
@@ -174,6 +179,11 @@ pub async fn run(
         write_timeout: cfg.write_timeout,
         quorum_stale_after: Duration::from_millis(cfg.tuning.election_max_ms * 2),
     };
+    let compaction = tokio::spawn(compaction::run(
+        raft.clone(),
+        api.sm.clone(),
+        cfg.tuning.snapshot_every,
+    ));
     let status = tokio::spawn(api.clone().run_status_service());
     let leader = tokio::spawn(api.run_leader_service());
     tracing::info!(id = cfg.id, raft = %cfg.raft_addr, nats = %cfg.nats_url, "coordinator running");
@@ -182,6 +192,7 @@ pub async fn run(
     tracing::info!(id = cfg.id, "shutting down");
     leader.abort();
     status.abort();
+    compaction.abort();
     raft_server.abort();
     raft.shutdown()
         .await

@@ -1,29 +1,29 @@
-//! The raft state machine: the [`Registry`] in memory, persisted as snapshots in redb.
+//! The raft state machine: the [`Registry`] in memory, persisted as snapshot files.
 //!
 //! On start the newest snapshot is loaded; openraft then re-applies the committed log after it
-//! (the log store keeps the committed id). Snapshots are built under the read lock, so each is a
-//! point-in-time view even though openraft builds them beside `apply`.
+//! (the log store keeps the committed id). The registry sits behind an `Arc`: a snapshot takes a
+//! point-in-time reference under the lock and serializes it off the lock and off the runtime,
+//! while `apply` goes on (copy-on-write: the first apply after that clones the registry once).
 
 use std::io::{self, Cursor};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::log_store::{blocking, from_bytes, other, to_bytes};
+use crate::log_store::{blocking, from_bytes, to_bytes};
 use crate::registry::Registry;
 use crate::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
-const CURRENT: &str = "current";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// The registry and where it stands in the log.
 #[derive(Debug, Default)]
 pub struct SmState {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
 }
@@ -39,7 +39,8 @@ struct StoredSnapshot {
 #[derive(Clone)]
 pub struct StateMachine {
     state: Arc<RwLock<SmState>>,
-    db: Arc<Database>,
+    /// `<data dir>/snapshot.bin`, replaced atomically.
+    snapshot_path: Arc<PathBuf>,
 }
 
 fn poisoned<T>(_: T) -> io::Error {
@@ -47,45 +48,33 @@ fn poisoned<T>(_: T) -> io::Error {
 }
 
 impl StateMachine {
-    /// Opens the state machine from the newest snapshot stored in `db`, if any.
-    pub fn open(db: Arc<Database>) -> io::Result<Self> {
-        let tx = db.begin_write().map_err(other)?;
-        tx.open_table(SNAPSHOT).map_err(other)?;
-        tx.commit().map_err(other)?;
+    /// Opens the state machine from the newest snapshot in `dir`, if any.
+    pub fn open(dir: &std::path::Path) -> io::Result<Self> {
+        let snapshot_path = Arc::new(dir.join(SNAPSHOT_FILE));
         let mut state = SmState::default();
-        if let Some(snap) = Self::load(&db)? {
-            state.registry = from_bytes(&snap.data)?;
+        if let Some(snap) = Self::load(&snapshot_path)? {
+            state.registry = Arc::new(from_bytes(&snap.data)?);
             state.last_applied = snap.meta.last_log_id.clone();
             state.membership = snap.meta.last_membership.clone();
         }
         Ok(Self {
             state: Arc::new(RwLock::new(state)),
-            db,
+            snapshot_path,
         })
     }
 
-    fn load(db: &Database) -> io::Result<Option<StoredSnapshot>> {
-        let tx = db.begin_read().map_err(other)?;
-        let table = tx.open_table(SNAPSHOT).map_err(other)?;
-        match redb::ReadableTable::get(&table, CURRENT).map_err(other)? {
-            Some(v) => from_bytes(v.value()).map(Some),
-            None => Ok(None),
+    fn load(path: &std::path::Path) -> io::Result<Option<StoredSnapshot>> {
+        match std::fs::read(path) {
+            Ok(bytes) => from_bytes(&bytes).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    async fn store(&self, snap: StoredSnapshot) -> io::Result<()> {
-        let bytes = to_bytes(&snap)?;
-        let db = self.db.clone();
-        blocking(move || {
-            let mut tx = db.begin_write().map_err(other)?;
-            tx.set_durability(Durability::Immediate).map_err(other)?;
-            tx.open_table(SNAPSHOT)
-                .map_err(other)?
-                .insert(CURRENT, bytes.as_slice())
-                .map_err(other)?;
-            tx.commit().map_err(other)
-        })
-        .await
+    /// Writes the snapshot file atomically and durably (fsync, rename, fsync the directory).
+    fn store(path: &std::path::Path, snap: &StoredSnapshot) -> io::Result<()> {
+        let bytes = to_bytes(snap)?;
+        plotter2_node::home::write_atomic(path, &bytes).map_err(io::Error::other)
     }
 
     /// Read access to the registry as applied so far.
@@ -100,17 +89,23 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(
         &mut self,
     ) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>> {
-        let (meta, data) = {
+        let (meta, registry) = {
             let st = self.read()?;
             let meta = SnapshotMeta {
                 last_log_id: st.last_applied.clone(),
                 last_membership: st.membership.clone(),
             };
-            (meta, to_bytes(&st.registry)?)
+            (meta, st.registry.clone())
         };
-        self.store(StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
+        let path = self.snapshot_path.clone();
+        let snap_meta = meta.clone();
+        let data = blocking(move || {
+            let snap = StoredSnapshot {
+                meta: snap_meta,
+                data: to_bytes(&*registry)?,
+            };
+            Self::store(&path, &snap)?;
+            Ok(snap.data)
         })
         .await?;
         tracing::info!(last = ?meta.last_log_id, bytes = data.len(), "snapshot built");
@@ -141,7 +136,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => Applied::default(),
                     EntryPayload::Normal(cmd) => {
-                        Applied(st.registry.apply(&cmd, entry.log_id.index()))
+                        Applied(Arc::make_mut(&mut st.registry).apply(&cmd, entry.log_id.index()))
                     }
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
@@ -166,15 +161,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Self::SnapshotData,
     ) -> io::Result<()> {
-        let data = snapshot.into_inner();
-        let registry: Registry = from_bytes(&data)?;
-        self.store(StoredSnapshot {
+        let snap = StoredSnapshot {
             meta: meta.clone(),
-            data,
+            data: snapshot.into_inner(),
+        };
+        let path = self.snapshot_path.clone();
+        let registry: Registry = blocking(move || {
+            let registry = from_bytes(&snap.data)?;
+            Self::store(&path, &snap)?;
+            Ok(registry)
         })
         .await?;
         let mut st = self.state.write().map_err(poisoned)?;
-        st.registry = registry;
+        st.registry = Arc::new(registry);
         st.last_applied = meta.last_log_id.clone();
         st.membership = meta.last_membership.clone();
         tracing::info!(last = ?meta.last_log_id, "snapshot installed");
@@ -184,8 +183,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> io::Result<Option<openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>>> {
-        let db = self.db.clone();
-        let snap = blocking(move || Self::load(&db)).await?;
+        let path = self.snapshot_path.clone();
+        let snap = blocking(move || Self::load(&path)).await?;
         Ok(snap.map(|s| openraft::Snapshot {
             meta: s.meta,
             snapshot: Cursor::new(s.data),

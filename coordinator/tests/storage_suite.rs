@@ -18,7 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
         let db =
             Arc::new(redb::Database::create(dir.path().join("raft.redb")).expect("test set-up"));
         let log = LogStore::new(db.clone()).expect("test set-up");
-        let sm = StateMachine::open(db).expect("test set-up");
+        let sm = StateMachine::open(dir.path()).expect("test set-up");
         Ok((dir, log, sm))
     }
 }
