@@ -284,3 +284,36 @@ async fn a_minority_refuses_writes_and_says_why_then_recovers() {
     let s = c.wait_converged(Duration::from_secs(20)).await;
     assert!(s.iter().all(|x| x.state_digest == s[0].state_digest));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_add_and_remove_a_coordinator() {
+    let mut c = Cluster::start(3, Opts::default()).await;
+    for i in 0..30 {
+        c.cli_ok(&["new", &format!("/m/n{i}")]);
+    }
+    let (ok, _, err) = c.cli(&["cluster", "add", "9", "not-an-address"]);
+    assert!(!ok && err.contains("not-an-address"), "{err}");
+
+    let addr = c.spawn_extra(4);
+    let added = c.cli_json(&["cluster", "add", "4", &addr, "--json"]);
+    assert_eq!(added["voters"], serde_json::json!([1, 2, 3, 4]), "{added}");
+    c.cli_ok(&["new", "/m/after-add"]);
+    let s = c.wait_converged(Duration::from_secs(20)).await;
+    assert_eq!(s.len(), 4);
+    assert!(
+        s.iter().all(|x| x.state_digest == s[0].state_digest),
+        "{s:#?}"
+    );
+    let status = c.cli_json(&["cluster", "status", "--json"]);
+    let four = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == 4)
+        .unwrap();
+    assert_eq!(four["role"], "follower", "{status}");
+
+    let removed = c.cli_json(&["cluster", "remove", "4", "--json"]);
+    assert_eq!(removed["voters"], serde_json::json!([1, 2, 3]), "{removed}");
+    c.cli_ok(&["new", "/m/after-remove"]);
+}

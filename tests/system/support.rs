@@ -254,6 +254,32 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more coordinator that joins no cluster by itself (for `cluster add`).
+    pub fn spawn_extra(&mut self, id: u64) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args = vec![
+            "coordinator".to_string(),
+            "--home".into(),
+            self.dir.path().to_string_lossy().into(),
+            "--nats".into(),
+            self.nats.url(),
+            "--id".into(),
+            id.to_string(),
+            "--raft-addr".into(),
+            addr.clone(),
+        ];
+        let mut c = Coord {
+            id,
+            raft_addr: addr.clone(),
+            args,
+            dir: self.dir.path().to_owned(),
+            child: None,
+        };
+        c.spawn();
+        self.coords.push(c);
+        addr
+    }
+
     pub fn coord(&mut self, id: u64) -> &mut Coord {
         self.coords.iter_mut().find(|c| c.id == id).unwrap()
     }
