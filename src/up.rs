@@ -297,10 +297,19 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?,
     };
-    let nats_port = args
-        .nats_port
-        .or(existing.as_ref().map(|e| e.nats_port))
-        .unwrap_or(DEFAULT_NATS_PORT);
+    let nats_port = match args.nats_port.or(existing.as_ref().map(|e| e.nats_port)) {
+        Some(p) => p,
+        // A new home and nothing asked for: the default port, or any free one if it is taken
+        // (another `up` on this machine); cluster.toml remembers the choice.
+        None if TcpListener::bind((args.listen.as_str(), DEFAULT_NATS_PORT)).is_ok() => {
+            DEFAULT_NATS_PORT
+        }
+        None => {
+            let p = free_port()?;
+            println!("port {DEFAULT_NATS_PORT} is taken; NATS for this home uses port {p}");
+            p
+        }
+    };
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
     check_port_free(&format!("{}:{nats_port}", args.listen), "NATS")?;
     for c in &coordinators {
@@ -417,16 +426,16 @@ async fn report_ready(nats_url: String) {
         }
     };
     loop {
-        if let Ok(answers) = client.cluster_status(Duration::from_millis(300)).await {
-            if let Some(l) = answers.iter().find(|s| s.role == Role::Leader) {
-                println!(
-                    "ready: coordinator {} leads ({:.1}s)",
-                    l.id,
-                    start.elapsed().as_secs_f64()
-                );
-                let _ = std::io::stdout().flush();
-                return;
-            }
+        if let Ok(answers) = client.cluster_status(Duration::from_millis(300)).await
+            && let Some(l) = answers.iter().find(|s| s.role == Role::Leader)
+        {
+            println!(
+                "ready: coordinator {} leads ({:.1}s)",
+                l.id,
+                start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stdout().flush();
+            return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

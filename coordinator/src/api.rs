@@ -174,12 +174,12 @@ impl Api {
             if let Some(answer) = st.registry.answer_for(&id) {
                 return answer.map(Reply::Written);
             }
-            if let WriteOp::Set { addr, .. } | WriteOp::Archive { addr } = &op {
-                if !st.registry.contains(addr) {
-                    return Err(ApiError::not_found(format!(
-                        "no node at {addr}; create it with `plotter2 new {addr}`"
-                    )));
-                }
+            if let WriteOp::Set { addr, .. } | WriteOp::Archive { addr } = &op
+                && !st.registry.contains(addr)
+            {
+                return Err(ApiError::not_found(format!(
+                    "no node at {addr}; create it with `plotter2 new {addr}`"
+                )));
             }
         }
         self.check_quorum()?;

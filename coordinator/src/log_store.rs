@@ -120,7 +120,7 @@ impl LogStore {
                     Some(k.value()),
                     Some(from_bytes::<Entry>(v.value())?.log_id),
                 ),
-                None => (None, last_purged.clone()),
+                None => (None, last_purged),
             }
         };
         let view = View {
@@ -191,10 +191,10 @@ fn flush_loop(db: Arc<Database>, view: Arc<Mutex<View>>, ops: mpsc::Receiver<Op>
                 }
             }
         }
-        if res.is_ok() {
-            if let Ok(mut v) = view.lock() {
-                trim(&mut v, durable_seq);
-            }
+        if res.is_ok()
+            && let Ok(mut v) = view.lock()
+        {
+            trim(&mut v, durable_seq);
         }
     }
 }
@@ -327,8 +327,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let v = self.view()?;
         Ok(LogState {
-            last_purged_log_id: v.last_purged.clone(),
-            last_log_id: v.last_log_id.clone(),
+            last_purged_log_id: v.last_purged,
+            last_log_id: v.last_log_id,
         })
     }
 
@@ -349,7 +349,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        Ok(self.view()?.committed.clone())
+        Ok(self.view()?.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -367,7 +367,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             v.next_seq += 1;
             let committed = to_bytes(&v.committed)?;
             if let Some(last) = entries.last() {
-                v.last_log_id = Some(last.log_id.clone());
+                v.last_log_id = Some(last.log_id);
             }
             for e in entries {
                 v.cache.insert(e.log_id.index(), (e, seq));
@@ -394,7 +394,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .as_ref()
                 .is_some_and(|cur| cur.index() >= from);
             if beyond {
-                v.last_log_id = last_log_id.or_else(|| v.last_purged.clone());
+                v.last_log_id = last_log_id.or_else(|| v.last_purged);
             }
         }
         self.queue_and_wait(|done| Op::Truncate { from, done })
@@ -409,7 +409,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             v.cache.retain(|&i, _| i > upto);
             v.cache_first = v.cache_first.max(upto + 1);
             if v.last_log_id.as_ref().is_none_or(|l| l.index() < upto) {
-                v.last_log_id = Some(log_id.clone());
+                v.last_log_id = Some(log_id);
             }
             v.last_purged = Some(log_id);
         }

@@ -284,10 +284,11 @@ impl Registry {
                         children: 0,
                     });
                 }
-            } else if let Some(last) = out.last_mut() {
-                if a.depth() == depth + 1 && a.is_within(&last.address) {
-                    last.children += 1;
-                }
+            } else if let Some(last) = out.last_mut()
+                && a.depth() == depth + 1
+                && a.is_within(&last.address)
+            {
+                last.children += 1;
             }
         }
         out

@@ -54,7 +54,7 @@ impl StateMachine {
         let mut state = SmState::default();
         if let Some(snap) = Self::load(&snapshot_path)? {
             state.registry = Arc::new(from_bytes(&snap.data)?);
-            state.last_applied = snap.meta.last_log_id.clone();
+            state.last_applied = snap.meta.last_log_id;
             state.membership = snap.meta.last_membership.clone();
         }
         Ok(Self {
@@ -92,7 +92,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, registry) = {
             let st = self.read()?;
             let meta = SnapshotMeta {
-                last_log_id: st.last_applied.clone(),
+                last_log_id: st.last_applied,
                 last_membership: st.membership.clone(),
             };
             (meta, st.registry.clone())
@@ -122,7 +122,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let st = self.read()?;
-        Ok((st.last_applied.clone(), st.membership.clone()))
+        Ok((st.last_applied, st.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
@@ -132,14 +132,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let answer = {
                 let mut st = self.state.write().map_err(poisoned)?;
-                st.last_applied = Some(entry.log_id.clone());
+                st.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => Applied::default(),
                     EntryPayload::Normal(cmd) => {
                         Applied(Arc::make_mut(&mut st.registry).apply(&cmd, entry.log_id.index()))
                     }
                     EntryPayload::Membership(m) => {
-                        st.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
+                        st.membership = StoredMembership::new(Some(entry.log_id), m);
                         Applied::default()
                     }
                 }
@@ -174,7 +174,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await?;
         let mut st = self.state.write().map_err(poisoned)?;
         st.registry = Arc::new(registry);
-        st.last_applied = meta.last_log_id.clone();
+        st.last_applied = meta.last_log_id;
         st.membership = meta.last_membership.clone();
         tracing::info!(last = ?meta.last_log_id, "snapshot installed");
         Ok(())
