@@ -157,22 +157,16 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     for t in tasks {
         t.await.unwrap();
     }
-    let purged = wait_for(
-        Duration::from_secs(20),
-        "the leader to purge its log past node 3",
-        || {
-            let client = client.clone();
-            async move {
-                let s = client
-                    .cluster_status(Duration::from_millis(300))
-                    .await
-                    .ok()?;
+    let purged = c
+        .wait_status(
+            Duration::from_secs(20),
+            "the leader to purge its log past node 3",
+            |s| {
                 let p = s.iter().filter_map(|s| s.purged_index).min()?;
                 (s.len() == 2 && p > behind).then_some(p)
-            }
-        },
-    )
-    .await;
+            },
+        )
+        .await;
     c.coord(3).restart();
     let statuses = c.wait_converged(Duration::from_secs(30)).await;
     assert!(
@@ -215,23 +209,16 @@ async fn a_minority_refuses_writes_and_says_why_then_recovers() {
     for &f in &followers {
         c.coord(f).pause();
     }
-    let client = c.client().await;
-    wait_for(
+    c.wait_status(
         Duration::from_secs(10),
         "the leader to notice it lost its majority",
-        || {
-            let client = client.clone();
-            async move {
-                let s = client
-                    .cluster_status(Duration::from_millis(200))
-                    .await
-                    .ok()?;
-                let l = s.iter().find(|s| s.id == leader)?;
-                (l.quorum_ack_age_ms? > 2000).then_some(())
-            }
+        |s| {
+            let l = s.iter().find(|s| s.id == leader)?;
+            (l.quorum_ack_age_ms? > 2000).then_some(())
         },
     )
     .await;
+    let client = c.client().await;
     let (ok, _, err) = c.cli(&["--timeout", "4", "new", "/during"]);
     assert!(!ok, "a write was accepted without a majority");
     assert!(

@@ -295,6 +295,28 @@ impl Cluster {
         c.cluster_status(Duration::from_millis(300)).await.unwrap()
     }
 
+    /// Polls `cluster status` until `check` accepts the answers, or panics after `limit`.
+    pub async fn wait_status<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&[NodeStatus]) -> Option<T>,
+    ) -> T {
+        let client = self.client().await;
+        let check = &check;
+        wait_for(limit, what, || {
+            let client = client.clone();
+            async move {
+                let s = client
+                    .cluster_status(Duration::from_millis(300))
+                    .await
+                    .ok()?;
+                check(&s)
+            }
+        })
+        .await
+    }
+
     /// The id of the leader every running coordinator agrees on.
     pub async fn wait_leader(&self, limit: Duration) -> u64 {
         let running: Vec<u64> = self
@@ -303,19 +325,10 @@ impl Cluster {
             .filter(|c| c.is_running())
             .map(|c| c.id)
             .collect();
-        let client = self.client().await;
-        wait_for(limit, "a leader", || {
-            let client = client.clone();
-            let running = running.clone();
-            async move {
-                let s = client
-                    .cluster_status(Duration::from_millis(300))
-                    .await
-                    .ok()?;
-                let leader = s.iter().find(|s| s.role == Role::Leader)?;
-                let all_answer = running.iter().all(|id| s.iter().any(|x| x.id == *id));
-                (all_answer && s.iter().all(|x| x.leader == Some(leader.id))).then_some(leader.id)
-            }
+        self.wait_status(limit, "a leader", |s| {
+            let leader = s.iter().find(|s| s.role == Role::Leader)?;
+            let all_answer = running.iter().all(|id| s.iter().any(|x| x.id == *id));
+            (all_answer && s.iter().all(|x| x.leader == Some(leader.id))).then_some(leader.id)
         })
         .await
     }
@@ -323,23 +336,11 @@ impl Cluster {
     /// Waits until every running coordinator has applied the same index, and returns statuses.
     pub async fn wait_converged(&self, limit: Duration) -> Vec<NodeStatus> {
         let n = self.coords.iter().filter(|c| c.is_running()).count();
-        let client = self.client().await;
-        wait_for(
-            limit,
-            "all coordinators to apply the same log index",
-            || {
-                let client = client.clone();
-                async move {
-                    let s = client
-                        .cluster_status(Duration::from_millis(300))
-                        .await
-                        .ok()?;
-                    let first = s.first()?.applied_index;
-                    (s.len() == n && first.is_some() && s.iter().all(|x| x.applied_index == first))
-                        .then_some(s)
-                }
-            },
-        )
+        self.wait_status(limit, "all coordinators to apply the same log index", |s| {
+            let first = s.first()?.applied_index;
+            (s.len() == n && first.is_some() && s.iter().all(|x| x.applied_index == first))
+                .then(|| s.to_vec())
+        })
         .await
     }
 
