@@ -5,6 +5,7 @@
 //! the same log holds the same registry (compare [`Registry::digest`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use plotter2_node::Address;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
@@ -29,11 +30,13 @@ pub struct NodeRecord {
     pub history: Vec<Event>,
 }
 
+/// Records sit behind `Arc`s so that cloning the registry (copy-on-write after a snapshot took a
+/// reference) is shallow: a node is copied only when it is next changed, a request never.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
-    nodes: BTreeMap<Address, NodeRecord>,
+    nodes: BTreeMap<Address, Arc<NodeRecord>>,
     /// The request log; entry `i` has `seq == i + 1`.
-    requests: Vec<RequestRecord>,
+    requests: Vec<Arc<RequestRecord>>,
     by_id: BTreeMap<RequestId, u64>,
 }
 
@@ -47,7 +50,7 @@ impl Default for Registry {
             history: Vec::new(),
         };
         Self {
-            nodes: BTreeMap::from([(Address::root(), root)]),
+            nodes: BTreeMap::from([(Address::root(), Arc::new(root))]),
             requests: Vec::new(),
             by_id: BTreeMap::new(),
         }
@@ -111,17 +114,17 @@ impl Registry {
                         created.push(addr.clone());
                         self.nodes.insert(
                             addr,
-                            NodeRecord {
+                            Arc::new(NodeRecord {
                                 own: Map::new(),
                                 archived: false,
                                 created_seq: seq,
                                 created_ms: cmd.time_ms,
                                 history: vec![event],
-                            },
+                            }),
                         );
                     }
                     _ => {
-                        if let Some(node) = self.nodes.get_mut(&addr) {
+                        if let Some(node) = self.nodes.get_mut(&addr).map(Arc::make_mut) {
                             match &event.kind {
                                 EventKind::ConfigSet { key, value, .. } => {
                                     // Validated in plan(); the assignment cannot fail here.
@@ -144,7 +147,7 @@ impl Registry {
                 }
             }
         }
-        self.requests.push(RequestRecord {
+        self.requests.push(Arc::new(RequestRecord {
             seq,
             id: cmd.id,
             user: cmd.user.clone(),
@@ -160,7 +163,7 @@ impl Registry {
             log_index,
             payload: cmd.op.clone(),
             created,
-        });
+        }));
         self.by_id.insert(cmd.id, seq);
         self.result_of(seq, false)
     }
@@ -306,7 +309,7 @@ impl Registry {
             .iter()
             .skip(after as usize)
             .take(limit as usize)
-            .cloned()
+            .map(|r| (**r).clone())
             .collect()
     }
 
@@ -314,7 +317,7 @@ impl Registry {
         self.by_id
             .get(id)
             .and_then(|&seq| self.requests.get(seq as usize - 1))
-            .cloned()
+            .map(|r| (**r).clone())
             .ok_or_else(|| {
                 ApiError::not_found(format!(
                     "no request with id {id}; list them with `plotter2 requests`"
