@@ -265,15 +265,22 @@ impl Api {
     }
 
     fn check_quorum(&self) -> Result<(), ApiError> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        if m.state != ServerState::Leader {
+        // Read what is needed under the watch's lock; cloning all metrics per request is costly.
+        let (leading, single, age) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            (
+                m.state == ServerState::Leader,
+                m.membership_config.membership().voter_ids().count() <= 1,
+                m.last_quorum_acked.map(|t| t.into_inner().elapsed()),
+            )
+        };
+        if !leading {
             return Err(ApiError::new(
                 ErrorKind::NotLeader,
                 format!("coordinator {} is not the leader", self.id),
             ));
         }
-        let single = m.membership_config.membership().voter_ids().count() <= 1;
-        let age = m.last_quorum_acked.map(|t| t.into_inner().elapsed());
         match age {
             _ if single => Ok(()),
             Some(age) if age <= self.quorum_stale_after => Ok(()),

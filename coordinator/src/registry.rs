@@ -92,7 +92,7 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
 impl Registry {
     /// Applies one committed command at `log_index`. A request id seen before answers its first
     /// result and changes nothing.
-    pub fn apply(&mut self, cmd: &Command, log_index: u64) -> Result<WriteReceipt, ApiError> {
+    pub fn apply(&mut self, cmd: Command, log_index: u64) -> Result<WriteReceipt, ApiError> {
         if let Some(answer) = self.answer_for(&cmd.id) {
             return answer;
         }
@@ -161,7 +161,7 @@ impl Registry {
             },
             error: outcome.as_ref().err().cloned(),
             log_index,
-            payload: cmd.op.clone(),
+            payload: cmd.op,
             created,
         }));
         self.by_id.insert(cmd.id, seq);
@@ -401,16 +401,16 @@ mod tests {
             "/sources/tali/experiment2",
             &["lr=0.1", "model.depth=3"],
         ));
-        let receipt = r.apply(&c, 1).unwrap();
+        let receipt = r.apply(c.clone(), 1).unwrap();
         assert_eq!(receipt.seq, 1);
         assert_eq!(receipt.created.len(), 3, "sources, tali, experiment2");
         r.apply(
-            &cmd(new("/sources/tali/experiment2/experiment2a", &["lr=0.2"])),
+            cmd(new("/sources/tali/experiment2/experiment2a", &["lr=0.2"])),
             2,
         )
         .unwrap();
         r.apply(
-            &cmd(WriteOp::Set {
+            cmd(WriteOp::Set {
                 addr: addr("/sources/tali/experiment2"),
                 set: vec!["optimizer=adam".parse().unwrap()],
             }),
@@ -435,7 +435,7 @@ mod tests {
         );
 
         // Duplicate id: same answer, nothing applied twice.
-        let again = r.apply(&c, 9).unwrap();
+        let again = r.apply(c, 9).unwrap();
         assert!(again.duplicate);
         assert_eq!(again.seq, 1);
         assert_eq!(r.request_count(), 3);
@@ -452,7 +452,7 @@ mod tests {
         assert_eq!(kinds, ["created", "set", "set", "set"]);
 
         r.apply(
-            &cmd(WriteOp::Archive {
+            cmd(WriteOp::Archive {
                 addr: addr("/sources/tali/experiment2/experiment2a"),
             }),
             4,
@@ -477,11 +477,11 @@ mod tests {
     #[test]
     fn failures_are_logged_and_change_no_node() {
         let mut r = Registry::default();
-        r.apply(&cmd(new("/a", &["model=3"])), 1).unwrap();
+        r.apply(cmd(new("/a", &["model=3"])), 1).unwrap();
         let before = r.nodes.clone();
         let err = r
             .apply(
-                &cmd(WriteOp::Set {
+                cmd(WriteOp::Set {
                     addr: addr("/a"),
                     set: vec!["lr=1".parse().unwrap(), "model.x=1".parse().unwrap()],
                 }),
@@ -491,7 +491,7 @@ mod tests {
         assert!(err.message.contains("model is a number"), "{}", err.message);
         let err = r
             .apply(
-                &cmd(WriteOp::Set {
+                cmd(WriteOp::Set {
                     addr: addr("/nope"),
                     set: vec!["a=1".parse().unwrap()],
                 }),
@@ -501,7 +501,7 @@ mod tests {
         assert!(err.message.contains("plotter2 new /nope"));
         assert!(
             r.apply(
-                &cmd(WriteOp::Archive {
+                cmd(WriteOp::Archive {
                     addr: Address::root()
                 }),
                 4
@@ -521,8 +521,8 @@ mod tests {
         let mut a = Registry::default();
         let mut b = Registry::default();
         for (i, c) in log.iter().enumerate() {
-            let ra = a.apply(c, i as u64 + 1);
-            let rb = b.apply(c, i as u64 + 1);
+            let ra = a.apply(c.clone(), i as u64 + 1);
+            let rb = b.apply(c.clone(), i as u64 + 1);
             assert_eq!(ra, rb);
         }
         assert_eq!(a.digest(), b.digest());

@@ -136,7 +136,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => Applied::default(),
                     EntryPayload::Normal(cmd) => {
-                        Applied(Arc::make_mut(&mut st.registry).apply(&cmd, entry.log_id.index()))
+                        Applied(Arc::make_mut(&mut st.registry).apply(cmd, entry.log_id.index()))
                     }
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(entry.log_id), m);
