@@ -17,8 +17,12 @@ use crate::protocol::{
 
 /// Default total deadline of one call.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
-/// Longest a single attempt waits for its answer before it is retried.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long attempts wait for an answer before retrying: short at first, because a request
+/// that reached a leader as it died is simply lost; longer later, for a leader under load.
+const FIRST_ATTEMPT: Duration = Duration::from_secs(1);
+const LONGEST_ATTEMPT: Duration = Duration::from_secs(5);
+/// Membership changes block until a new node has caught up: one long attempt.
+const CLUSTER_ATTEMPT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -95,18 +99,32 @@ impl Client {
     /// Sends `op` under `id`; retries keep the id, so a write is applied at most once.
     pub async fn call_with_id(&self, id: RequestId, op: Op) -> Result<Reply, ClientError> {
         let subject = op.subject();
+        let first = match op {
+            Op::Cluster(_) => CLUSTER_ATTEMPT,
+            _ => FIRST_ATTEMPT,
+        };
         let req = ApiRequest {
             id,
             user: self.user.clone(),
             op,
         };
         let payload = Bytes::from(protocol::encode(&req)?);
-        self.request_raw(&subject, payload).await
+        self.send_with_retry(&subject, payload, first).await
     }
 
     /// Sends pre-encoded bytes to `subject` with the retry policy, and decodes the answer.
     pub async fn request_raw(&self, subject: &str, payload: Bytes) -> Result<Reply, ClientError> {
+        self.send_with_retry(subject, payload, FIRST_ATTEMPT).await
+    }
+
+    async fn send_with_retry(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        first: Duration,
+    ) -> Result<Reply, ClientError> {
         let start = Instant::now();
+        let mut attempt_timeout = first;
         let mut backoff = Duration::from_millis(10);
         let mut attempts = 0u32;
         loop {
@@ -118,7 +136,7 @@ impl Client {
                 .payload(payload.clone())
                 .headers(headers)
                 .timeout(Some(
-                    left.min(ATTEMPT_TIMEOUT).max(Duration::from_millis(1)),
+                    left.min(attempt_timeout).max(Duration::from_millis(1)),
                 ));
             let last = match self.nats.send_request(subject.to_owned(), request).await {
                 Ok(msg) => match protocol::decode::<ApiResponse>(&msg.payload)? {
@@ -131,6 +149,7 @@ impl Client {
                         format!("no coordinator serves {subject} (no leader)")
                     }
                     async_nats::RequestErrorKind::TimedOut => {
+                        attempt_timeout = (attempt_timeout * 2).min(LONGEST_ATTEMPT.max(first));
                         format!("request on {subject} timed out")
                     }
                     async_nats::RequestErrorKind::MaxPayloadExceeded => {

@@ -178,7 +178,7 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     let node3 = statuses.iter().find(|s| s.id == 3).unwrap();
     assert!(
         node3.snapshot_index.unwrap_or(0) >= purged,
-        "node 3 should hold a snapshot at or past {purged}: {node3:?}"
+        "node 3 should hold a snapshot at or past {purged}: {statuses:#?}"
     );
     assert_eq!(request_log(&client).await.len(), 10 + 8 * 40);
 }
