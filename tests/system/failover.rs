@@ -175,11 +175,16 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
             .all(|s| s.state_digest == statuses[0].state_digest),
         "{statuses:#?}"
     );
-    let node3 = statuses.iter().find(|s| s.id == 3).unwrap();
-    assert!(
-        node3.snapshot_index.unwrap_or(0) >= purged,
-        "node 3 should hold a snapshot at or past {purged}: {statuses:#?}"
-    );
+    // The snapshot metric may be published a moment after the applied index.
+    c.wait_status(
+        Duration::from_secs(10),
+        "node 3 to report the snapshot it installed",
+        |s| {
+            let node3 = s.iter().find(|s| s.id == 3)?;
+            (node3.snapshot_index? >= purged).then_some(())
+        },
+    )
+    .await;
     assert_eq!(request_log(&client).await.len(), 10 + 8 * 40);
 }
 
