@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -109,6 +109,18 @@ fn kill_leftovers(home: &Home) {
     }
 }
 
+/// Records the children's pids (atomically, fsync'd), off the runtime thread.
+async fn record_pids(home: &Home, pids: &Pids) {
+    let (home, pids) = (home.clone(), pids.borrow().clone());
+    let _ = tokio::task::spawn_blocking(move || write_pids(&home, &pids)).await;
+}
+
+/// Appends to `log/watchdog.log` (and stderr), off the runtime thread.
+async fn note(home: &Home, line: String) {
+    let home = home.clone();
+    let _ = tokio::task::spawn_blocking(move || watchdog_log(&home, &line)).await;
+}
+
 fn write_pids(home: &Home, pids: &BTreeMap<String, u32>) {
     let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
     if let Err(e) = plotter2_node::home::write_atomic(&pids_file(home), text.as_bytes()) {
@@ -185,10 +197,11 @@ async fn supervise(home: Home, spec: ChildSpec, pids: Pids, mut stop: watch::Rec
         let mut child = match spawn_child(&home, &spec) {
             Ok(c) => c,
             Err(e) => {
-                watchdog_log(
+                note(
                     &home,
-                    &format!("cannot start {}: {e:#}; retrying in {backoff:?}", spec.name),
-                );
+                    format!("cannot start {}: {e:#}; retrying in {backoff:?}", spec.name),
+                )
+                .await;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
@@ -199,7 +212,7 @@ async fn supervise(home: Home, spec: ChildSpec, pids: Pids, mut stop: watch::Rec
         };
         if let Some(pid) = child.id() {
             pids.borrow_mut().insert(spec.name.clone(), pid);
-            write_pids(&home, &pids.borrow());
+            record_pids(&home, &pids).await;
         }
         tokio::select! {
             status = child.wait() => {
@@ -210,11 +223,11 @@ async fn supervise(home: Home, spec: ChildSpec, pids: Pids, mut stop: watch::Rec
                     Ok(s) => s.to_string(),
                     Err(e) => e.to_string(),
                 };
-                watchdog_log(&home, &format!(
+                note(&home, format!(
                     "{} exited ({how}); restarting in {backoff:?} (log: {})",
                     spec.name,
                     home.log().join(format!("{}.log", spec.name)).display()
-                ));
+                )).await;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
@@ -245,7 +258,12 @@ fn nats_conf(home: &Home, listen: &str, port: u16) -> String {
 async fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

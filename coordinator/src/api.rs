@@ -338,7 +338,7 @@ impl Api {
         };
         while let Some(msg) = sub.next().await {
             if let Some(reply) = msg.reply {
-                match self.status() {
+                match self.status().await {
                     Ok(s) => self.send(reply, &s).await,
                     Err(e) => tracing::warn!("status: {e}"),
                 }
@@ -346,7 +346,7 @@ impl Api {
         }
     }
 
-    pub fn status(&self) -> Result<NodeStatus, ApiError> {
+    pub async fn status(&self) -> Result<NodeStatus, ApiError> {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
@@ -363,13 +363,17 @@ impl Api {
                 .map(|n| n.addr.clone())
                 .unwrap_or_default()
         };
-        let (digest, applied) = {
+        let (registry, applied) = {
             let st = self.sm.read().map_err(internal)?;
             (
-                st.registry.digest(),
+                st.registry.clone(),
                 st.last_applied.as_ref().map(|l| l.index()),
             )
         };
+        // Hashing the whole registry is work for a blocking thread, not the runtime.
+        let digest = tokio::task::spawn_blocking(move || registry.digest())
+            .await
+            .map_err(internal)?;
         Ok(NodeStatus {
             id: self.id,
             raft_addr: self.raft_addr.clone(),

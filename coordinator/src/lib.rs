@@ -107,8 +107,13 @@ pub async fn run(
         }
         Err(e) => return Err(storage_err(&e)),
     };
-    let log_store = LogStore::new(db.clone()).map_err(|e| storage_err(&e))?;
-    let sm = StateMachine::open(&cfg.data_dir).map_err(|e| storage_err(&e))?;
+    let data_dir = cfg.data_dir.clone();
+    let (log_store, sm) = tokio::task::spawn_blocking(move || {
+        Ok::<_, std::io::Error>((LogStore::new(db)?, StateMachine::open(&data_dir)?))
+    })
+    .await
+    .map_err(|e| storage_err(&e))?
+    .map_err(|e| storage_err(&e))?;
 
     let t = &cfg.tuning;
     let config = openraft::Config {
