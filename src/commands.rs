@@ -150,6 +150,21 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                 n.created_seq
             );
             println!("  history  {} events", n.history_len);
+            if !n.bundles.is_empty() {
+                println!("bundles:");
+                let mut t = Table::new(&["  VERSION", "FILES", "BYTES", "USER", "TIME", "ID"]);
+                for b in &n.bundles {
+                    t.row(vec![
+                        format!("  {}", b.version),
+                        b.files.to_string(),
+                        b.bytes.to_string(),
+                        b.user.to_string(),
+                        output::time(b.time_ms),
+                        b.id.to_string(),
+                    ]);
+                }
+                print!("{}", t.render());
+            }
             println!("own config:");
             print_config(&n.own, None);
             println!("effective config:");
@@ -193,6 +208,9 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                         None => format!("set {key}={}", output::value(value)),
                     },
                     EventKind::Archived => "archived".to_owned(),
+                    EventKind::BundleAdded { version, bundle } => {
+                        format!("bundle version {version} ({bundle})")
+                    }
                 };
                 t.row(vec![
                     e.seq.to_string(),

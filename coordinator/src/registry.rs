@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use plotter2_node::Address;
+use plotter2_node::bundle::{FileIndex, Hash};
+use plotter2_node::manifest::Manifest;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
-    ApiError, ChildView, Event, EventKind, NodeView, RequestId, RequestRecord, RequestStatus,
-    WriteOp, WriteReceipt,
+    ApiError, BundleRef, BundleVersion, ChildView, Event, EventKind, NodeView, RequestId,
+    RequestRecord, RequestStatus, UserName, WriteOp, WriteReceipt,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -20,6 +22,8 @@ use crate::types::{Command, verb};
 
 /// Most assignments one request may carry.
 pub const MAX_ASSIGNMENTS: usize = 1000;
+/// Most files one bundle may hold.
+pub const MAX_BUNDLE_FILES: usize = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -28,6 +32,21 @@ pub struct NodeRecord {
     pub created_seq: u64,
     pub created_ms: u64,
     pub history: Vec<Event>,
+    /// Bundle versions, oldest first; version `n` is at index `n - 1`.
+    #[serde(default)]
+    pub bundles: Vec<StoredBundle>,
+}
+
+/// An immutable bundle version: its files (blobs in the object store) and provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredBundle {
+    pub version: u64,
+    pub id: Hash,
+    pub index: FileIndex,
+    pub manifest: Manifest,
+    pub user: UserName,
+    pub time_ms: u64,
+    pub request: RequestId,
 }
 
 /// Records sit behind `Arc`s so that cloning the registry (copy-on-write after a snapshot took a
@@ -48,6 +67,7 @@ impl Default for Registry {
             created_seq: 0,
             created_ms: 0,
             history: Vec::new(),
+            bundles: Vec::new(),
         };
         Self {
             nodes: BTreeMap::from([(Address::root(), Arc::new(root))]),
@@ -68,8 +88,31 @@ fn no_node(addr: &Address) -> ApiError {
 pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
     let set = match op {
         WriteOp::New { set, .. } | WriteOp::Set { set, .. } => set.as_slice(),
-        WriteOp::Archive { .. } => &[],
+        WriteOp::Archive { .. } | WriteOp::Ingest { .. } => &[],
     };
+    if let WriteOp::Ingest {
+        bundle,
+        index,
+        manifest,
+        ..
+    } = op
+    {
+        if index.id() != *bundle {
+            return Err(ApiError::bad_request(format!(
+                "bundle id {bundle} does not match its file index (which hashes to {}); re-hash the bundle",
+                index.id()
+            )));
+        }
+        if index.files().len() > MAX_BUNDLE_FILES {
+            return Err(ApiError::bad_request(format!(
+                "{} files in one bundle; the limit is {MAX_BUNDLE_FILES}",
+                index.files().len()
+            )));
+        }
+        manifest
+            .validate()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     if set.len() > MAX_ASSIGNMENTS {
         return Err(ApiError::bad_request(format!(
             "{} settings in one request; the limit is {MAX_ASSIGNMENTS}",
@@ -120,6 +163,7 @@ impl Registry {
                                 created_seq: seq,
                                 created_ms: cmd.time_ms,
                                 history: vec![event],
+                                bundles: Vec::new(),
                             }),
                         );
                     }
@@ -139,6 +183,22 @@ impl Registry {
                                     }
                                 }
                                 EventKind::Archived => node.archived = true,
+                                EventKind::BundleAdded { version, bundle } => {
+                                    if let WriteOp::Ingest {
+                                        index, manifest, ..
+                                    } = &cmd.op
+                                    {
+                                        node.bundles.push(StoredBundle {
+                                            version: *version,
+                                            id: *bundle,
+                                            index: index.clone(),
+                                            manifest: (**manifest).clone(),
+                                            user: cmd.user.clone(),
+                                            time_ms: cmd.time_ms,
+                                            request: cmd.id,
+                                        });
+                                    }
+                                }
                                 EventKind::Created => {}
                             }
                             node.history.push(event);
@@ -147,6 +207,17 @@ impl Registry {
                 }
             }
         }
+        let bundle = match (&cmd.op, &outcome) {
+            (WriteOp::Ingest { addr, bundle, .. }, Ok(())) => self.nodes.get(addr).and_then(|n| {
+                let b = n.bundles.iter().find(|b| b.id == *bundle)?;
+                Some(BundleRef {
+                    version: b.version,
+                    id: b.id,
+                    existing: b.request != cmd.id,
+                })
+            }),
+            _ => None,
+        };
         self.requests.push(Arc::new(RequestRecord {
             seq,
             id: cmd.id,
@@ -163,6 +234,7 @@ impl Registry {
             log_index,
             payload: cmd.op,
             created,
+            bundle,
         }));
         self.by_id.insert(cmd.id, seq);
         self.result_of(seq, false)
@@ -172,17 +244,7 @@ impl Registry {
     fn plan(&self, op: &WriteOp, events: &mut Vec<(Address, EventKind)>) -> Result<(), ApiError> {
         match op {
             WriteOp::New { addr, set } => {
-                for a in addr.lineage() {
-                    match self.nodes.get(&a) {
-                        Some(n) if n.archived => {
-                            return Err(ApiError::bad_request(format!(
-                                "{a} is archived; archived nodes keep their name and history, choose another name"
-                            )));
-                        }
-                        Some(_) => {}
-                        None => events.push((a, EventKind::Created)),
-                    }
-                }
+                self.plan_lineage(addr, events)?;
                 let own = self
                     .nodes
                     .get(addr)
@@ -206,7 +268,47 @@ impl Registry {
                 }
                 Ok(())
             }
+            WriteOp::Ingest { addr, bundle, .. } => {
+                self.plan_lineage(addr, events)?;
+                let versions = self
+                    .nodes
+                    .get(addr)
+                    .map(|n| n.bundles.as_slice())
+                    .unwrap_or_default();
+                // The same bundle at the same address is one version, however often it arrives.
+                if !versions.iter().any(|b| b.id == *bundle) {
+                    let version = versions.len() as u64 + 1;
+                    events.push((
+                        addr.clone(),
+                        EventKind::BundleAdded {
+                            version,
+                            bundle: *bundle,
+                        },
+                    ));
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Creates `addr` and its missing ancestors (`mkdir -p`); refuses to pass an archived node.
+    fn plan_lineage(
+        &self,
+        addr: &Address,
+        events: &mut Vec<(Address, EventKind)>,
+    ) -> Result<(), ApiError> {
+        for a in addr.lineage() {
+            match self.nodes.get(&a) {
+                Some(n) if n.archived => {
+                    return Err(ApiError::bad_request(format!(
+                        "{a} is archived; archived nodes keep their name and history, choose another name"
+                    )));
+                }
+                Some(_) => {}
+                None => events.push((a, EventKind::Created)),
+            }
+        }
+        Ok(())
     }
 
     /// The first answer to a request id already applied.
@@ -232,6 +334,7 @@ impl Registry {
                 log_index: rec.log_index,
                 duplicate,
                 created: rec.created.clone(),
+                bundle: rec.bundle.clone(),
             }),
         }
     }
@@ -260,6 +363,20 @@ impl Registry {
             created_seq: node.created_seq,
             created_ms: node.created_ms,
             history_len: node.history.len() as u64,
+            bundles: node
+                .bundles
+                .iter()
+                .map(|b| BundleVersion {
+                    version: b.version,
+                    id: b.id,
+                    files: b.index.files().len() as u64,
+                    bytes: b.index.total_bytes(),
+                    user: b.user.clone(),
+                    time_ms: b.time_ms,
+                    request: b.request,
+                    manifest: b.manifest.clone(),
+                })
+                .collect(),
         })
     }
 
@@ -447,6 +564,7 @@ mod tests {
                 EventKind::Created => "created",
                 EventKind::ConfigSet { .. } => "set",
                 EventKind::Archived => "archived",
+                EventKind::BundleAdded { .. } => "bundle",
             })
             .collect();
         assert_eq!(kinds, ["created", "set", "set", "set"]);
@@ -529,5 +647,73 @@ mod tests {
         let snapshot = rmp_serde::to_vec_named(&a).unwrap();
         let c: Registry = rmp_serde::from_slice(&snapshot).unwrap();
         assert_eq!(c.digest(), a.digest());
+    }
+
+    fn ingest(a: &str, files: &[(&str, &[u8])]) -> WriteOp {
+        use plotter2_node::bundle::{BundlePath, FileEntry};
+        let index = FileIndex::new(
+            files
+                .iter()
+                .map(|(p, c)| FileEntry {
+                    path: BundlePath::parse(p).unwrap(),
+                    blob: Hash::of(c),
+                    size: c.len() as u64,
+                    mode: 0o644,
+                })
+                .collect(),
+        )
+        .unwrap();
+        let manifest = Manifest::from_json(br#"{"manifest_version": 1}"#).unwrap();
+        WriteOp::Ingest {
+            addr: addr(a),
+            bundle: index.id(),
+            index,
+            manifest: Box::new(manifest),
+        }
+    }
+
+    #[test]
+    fn ingest_makes_versions_once_per_bundle() {
+        let mut r = Registry::default();
+        let first = r.apply(cmd(ingest("/e/x", &[("a.csv", b"1")])), 1).unwrap();
+        let b1 = first.bundle.clone().unwrap();
+        assert_eq!((b1.version, b1.existing), (1, false));
+        assert_eq!(first.created.len(), 2, "created /e and /e/x");
+        // The same bundle again (another request): the same version, nothing new.
+        let again = r.apply(cmd(ingest("/e/x", &[("a.csv", b"1")])), 2).unwrap();
+        assert_eq!(
+            again.bundle.unwrap(),
+            BundleRef {
+                version: 1,
+                id: b1.id,
+                existing: true
+            }
+        );
+        let second = r.apply(cmd(ingest("/e/x", &[("a.csv", b"2")])), 3).unwrap();
+        assert_eq!(second.bundle.unwrap().version, 2);
+        let view = r.show(&addr("/e/x")).unwrap();
+        assert_eq!(view.bundles.len(), 2);
+        assert_eq!(view.bundles[0].files, 1);
+        let added = r
+            .history(&addr("/e/x"))
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::BundleAdded { .. }))
+            .count();
+        assert_eq!(added, 2);
+
+        // A bundle id that does not match its index is refused and changes no node.
+        let before = r.nodes.clone();
+        let mut bad = ingest("/e/x", &[("a.csv", b"3")]);
+        if let WriteOp::Ingest { bundle, .. } = &mut bad {
+            *bundle = Hash::of(b"something else");
+        }
+        let err = r.apply(cmd(bad), 4).unwrap_err();
+        assert!(
+            err.message.contains("does not match its file index"),
+            "{}",
+            err.message
+        );
+        assert_eq!(r.nodes, before);
     }
 }

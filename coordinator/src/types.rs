@@ -33,6 +33,7 @@ pub(crate) fn verb(op: &WriteOp) -> &'static str {
         WriteOp::New { .. } => "new",
         WriteOp::Set { .. } => "set",
         WriteOp::Archive { .. } => "archive",
+        WriteOp::Ingest { .. } => "ingest",
     }
 }
 

@@ -8,6 +8,7 @@
 //! other only through the types defined here.
 
 pub mod address;
+pub mod bundle;
 pub mod client;
 pub mod home;
 pub mod manifest;

@@ -246,7 +246,9 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn validate(&self) -> Result<(), ManifestError> {
+    /// Checks what the types alone do not (paths, task references); `from_json` calls it, and so
+    /// must anyone who receives a manifest some other way.
+    pub fn validate(&self) -> Result<(), ManifestError> {
         if let Some(data) = &self.contains.data {
             for (i, p) in data.iter().enumerate() {
                 check_relative_path(&format!("contains.data[{i}]"), p)?;

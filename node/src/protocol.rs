@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Address;
+use crate::bundle::{FileIndex, Hash};
+use crate::manifest::Manifest;
 use crate::nodeconf::{Assignment, Effective};
 
 /// The protocol version this build speaks.
@@ -207,14 +209,23 @@ pub enum WriteOp {
     Archive {
         addr: Address,
     },
+    /// Records a bundle whose blobs are already in the object store as a new version of
+    /// `addr` (created if missing). The same bundle id at the same address is one version.
+    Ingest {
+        addr: Address,
+        bundle: Hash,
+        index: FileIndex,
+        manifest: Box<Manifest>,
+    },
 }
 
 impl WriteOp {
     pub fn target(&self) -> &Address {
         match self {
-            WriteOp::New { addr, .. } | WriteOp::Set { addr, .. } | WriteOp::Archive { addr } => {
-                addr
-            }
+            WriteOp::New { addr, .. }
+            | WriteOp::Set { addr, .. }
+            | WriteOp::Archive { addr }
+            | WriteOp::Ingest { addr, .. } => addr,
         }
     }
 }
@@ -269,6 +280,7 @@ impl Op {
             Op::Write(WriteOp::New { .. }) => "new",
             Op::Write(WriteOp::Set { .. }) => "set",
             Op::Write(WriteOp::Archive { .. }) => "archive",
+            Op::Write(WriteOp::Ingest { .. }) => "ingest",
             Op::Read(ReadOp::Ls { .. }) => "ls",
             Op::Read(ReadOp::Show { .. }) => "show",
             Op::Read(ReadOp::History { .. }) => "history",
@@ -289,6 +301,7 @@ pub const VERBS: &[&str] = &[
     "new",
     "set",
     "archive",
+    "ingest",
     "ls",
     "show",
     "history",
@@ -377,6 +390,18 @@ pub struct WriteReceipt {
     /// Nodes this request created.
     #[serde(default)]
     pub created: Vec<Address>,
+    /// For an ingest: the version the bundle is (a new one, or the one it already was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
+}
+
+/// A bundle version of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub version: u64,
+    pub id: Hash,
+    /// True when this bundle was already that version: nothing new was recorded.
+    pub existing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,6 +428,8 @@ pub struct RequestRecord {
     pub payload: WriteOp,
     #[serde(default)]
     pub created: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
 }
 
 /// One entry of a node's history.
@@ -427,6 +454,10 @@ pub enum EventKind {
         previous: Option<Value>,
     },
     Archived,
+    BundleAdded {
+        version: u64,
+        bundle: Hash,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -441,6 +472,22 @@ pub struct NodeView {
     pub created_seq: u64,
     pub created_ms: u64,
     pub history_len: u64,
+    /// Bundle versions, oldest first.
+    #[serde(default)]
+    pub bundles: Vec<BundleVersion>,
+}
+
+/// One immutable bundle version of a node, as `show` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleVersion {
+    pub version: u64,
+    pub id: Hash,
+    pub files: u64,
+    pub bytes: u64,
+    pub user: UserName,
+    pub time_ms: u64,
+    pub request: RequestId,
+    pub manifest: Manifest,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -184,3 +184,58 @@ async fn one_node_keeps_everything_across_kill9() {
     // And it goes on accepting writes.
     c.cli_ok(&["new", "/e/after"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_records_bundle_versions_once_each() {
+    use plotter2_node::bundle::{BundlePath, FileEntry, FileIndex, Hash};
+    use plotter2_node::manifest::Manifest;
+
+    let c = Cluster::start(1, Opts::default()).await;
+    let client = c.client().await;
+    let bundle = |content: &[u8]| {
+        let index = FileIndex::new(vec![FileEntry {
+            path: BundlePath::parse("output_data/weights.csv").unwrap(),
+            blob: Hash::of(content),
+            size: content.len() as u64,
+            mode: 0o644,
+        }])
+        .unwrap();
+        let manifest = Manifest::from_json(br#"{"manifest_version": 1, "user": "tali"}"#).unwrap();
+        Op::Write(WriteOp::Ingest {
+            addr: Address::parse("/sources/tali/experiment2").unwrap(),
+            bundle: index.id(),
+            index,
+            manifest: Box::new(manifest),
+        })
+    };
+    let Reply::Written(v1) = client.call(bundle(b"1,2,3")).await.unwrap() else {
+        panic!("not a receipt")
+    };
+    let Reply::Written(again) = client.call(bundle(b"1,2,3")).await.unwrap() else {
+        panic!("not a receipt")
+    };
+    let Reply::Written(v2) = client.call(bundle(b"4,5,6")).await.unwrap() else {
+        panic!("not a receipt")
+    };
+    assert_eq!(v1.bundle.as_ref().unwrap().version, 1);
+    assert!(again.bundle.as_ref().unwrap().existing);
+    assert_eq!(v2.bundle.as_ref().unwrap().version, 2);
+
+    let show = c.cli_json(&["show", "/sources/tali/experiment2", "--json"]);
+    let bundles = show["bundles"].as_array().unwrap();
+    assert_eq!(bundles.len(), 2);
+    assert_eq!(bundles[0]["version"], 1);
+    assert_eq!(bundles[0]["files"], 1);
+    assert_eq!(bundles[0]["bytes"], 5);
+    assert_eq!(bundles[0]["user"], "tester");
+    assert!(bundles[0]["id"].as_str().unwrap().starts_with("b3:"));
+    assert_eq!(bundles[1]["manifest"]["user"], "tali");
+    let history = c.cli_json(&["history", "/sources/tali/experiment2", "--json"]);
+    let added: Vec<&serde_json::Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "bundle_added")
+        .collect();
+    assert_eq!(added.len(), 2);
+}

@@ -1,0 +1,324 @@
+//! Content addressing of bundles: file paths inside a bundle, the file index, bundle ids, and
+//! where blobs live in the object store.
+//!
+//! A bundle's id is `b3:` + blake3 of its canonical file index, one line per file sorted by
+//! path: `<mode octal> <size> <blob hex> <path>\n`. The same files give the same id on any
+//! machine, whatever order they were found in.
+
+use std::fmt;
+use std::io::Read;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest path inside a bundle, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    #[error("path {path:?} in the bundle: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("{path:?} appears twice in the bundle's file index")]
+    Duplicate { path: String },
+    #[error("{text:?} is not a content id; ids look like b3: followed by 64 hex digits")]
+    BadHash { text: String },
+}
+
+/// A blake3 content hash, written `b3:<64 hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hash([u8; 32]);
+
+impl Hash {
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// The object store key of the blob with this content: `blobs/b3/<2 hex>/<64 hex>`.
+    pub fn blob_key(&self) -> String {
+        let hex = self.hex();
+        format!("blobs/b3/{}/{hex}", &hex[..2])
+    }
+}
+
+impl From<blake3::Hash> for Hash {
+    fn from(h: blake3::Hash) -> Self {
+        Self(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b3:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({self})")
+    }
+}
+
+impl FromStr for Hash {
+    type Err = BundleError;
+    fn from_str(s: &str) -> Result<Self, BundleError> {
+        let bad = || BundleError::BadHash { text: s.to_owned() };
+        let hex = s.strip_prefix("b3:").ok_or_else(bad)?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(bad());
+        }
+        blake3::Hash::from_hex(hex)
+            .map(Self::from)
+            .map_err(|_| bad())
+    }
+}
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A validated relative path inside a bundle: `/`-separated, no empty, `.` or `..` parts, no
+/// leading `/`, no control characters (so the canonical index stays one line per file).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BundlePath(String);
+
+impl BundlePath {
+    pub fn parse(path: &str) -> Result<Self, BundleError> {
+        let bad = |why| BundleError::BadPath {
+            path: path.to_owned(),
+            why,
+        };
+        if path.is_empty() {
+            return Err(bad("empty path"));
+        }
+        if path.len() > MAX_PATH_BYTES {
+            return Err(bad("longer than 4096 bytes"));
+        }
+        if path.starts_with('/') {
+            return Err(bad("absolute; paths are relative to the bundle root"));
+        }
+        if path.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(bad("contains a control character or a backslash"));
+        }
+        for part in path.split('/') {
+            match part {
+                "" => return Err(bad("has an empty part (double or trailing '/')")),
+                "." | ".." => {
+                    return Err(bad(
+                        "has a '.' or '..' part; paths must stay inside the bundle",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(Self(path.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BundlePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for BundlePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BundlePath({})", self.0)
+    }
+}
+
+impl Serialize for BundlePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BundlePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BundlePath::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: BundlePath,
+    pub blob: Hash,
+    pub size: u64,
+    /// Unix permission bits (e.g. 0o644, 0o755).
+    pub mode: u32,
+}
+
+/// The files of a bundle, sorted by path, each path once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileIndex {
+    files: Vec<FileEntry>,
+}
+
+impl FileIndex {
+    pub fn new(mut files: Vec<FileEntry>) -> Result<Self, BundleError> {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(BundleError::Duplicate {
+                path: w[0].path.to_string(),
+            });
+        }
+        Ok(Self { files })
+    }
+
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    pub fn get(&self, path: &str) -> Option<&FileEntry> {
+        self.files
+            .binary_search_by(|f| f.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.files[i])
+    }
+
+    /// The canonical text the bundle id is the hash of.
+    pub fn canonical(&self) -> String {
+        let mut out = String::new();
+        for f in &self.files {
+            out.push_str(&format!(
+                "{:o} {} {} {}\n",
+                f.mode & 0o7777,
+                f.size,
+                f.blob.hex(),
+                f.path
+            ));
+        }
+        out
+    }
+
+    /// `b3:` + blake3 of [`FileIndex::canonical`].
+    pub fn id(&self) -> Hash {
+        Hash::of(self.canonical().as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for FileIndex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            files: Vec<FileEntry>,
+        }
+        FileIndex::new(Raw::deserialize(d)?.files).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Streams a reader through blake3; returns the hash and the byte count. Blocking: call it
+/// from `spawn_blocking` or a thread of its own.
+pub fn hash_reader(mut r: impl Read) -> std::io::Result<(Hash, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hasher.finalize().into(), total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, content: &[u8]) -> FileEntry {
+        FileEntry {
+            path: BundlePath::parse(path).unwrap(),
+            blob: Hash::of(content),
+            size: content.len() as u64,
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn id_is_independent_of_order_and_sensitive_to_content() {
+        let a = FileIndex::new(vec![entry("b.csv", b"2"), entry("a/x.csv", b"1")]).unwrap();
+        let b = FileIndex::new(vec![entry("a/x.csv", b"1"), entry("b.csv", b"2")]).unwrap();
+        assert_eq!(a.id(), b.id());
+        let c = FileIndex::new(vec![entry("a/x.csv", b"1"), entry("b.csv", b"3")]).unwrap();
+        assert_ne!(a.id(), c.id());
+        assert_eq!(a.files()[0].path.as_str(), "a/x.csv");
+        assert_eq!(a.total_bytes(), 2);
+        assert!(a.get("b.csv").is_some() && a.get("nope").is_none());
+        let dup = FileIndex::new(vec![entry("a", b"1"), entry("a", b"2")]).unwrap_err();
+        assert!(dup.to_string().contains("twice"));
+    }
+
+    #[test]
+    fn canonical_form_is_stable() {
+        let a = FileIndex::new(vec![entry("data/x.csv", b"hello")]).unwrap();
+        let hex = blake3::hash(b"hello").to_hex();
+        assert_eq!(a.canonical(), format!("644 5 {hex} data/x.csv\n"));
+    }
+
+    #[test]
+    fn paths_stay_inside_the_bundle() {
+        for (p, why) in [
+            ("", "empty"),
+            ("/etc/passwd", "absolute"),
+            ("a/../../b", "'..'"),
+            ("./a", "'.'"),
+            ("a//b", "empty part"),
+            ("a/", "empty part"),
+            ("a\nb", "control"),
+            ("a\\b", "backslash"),
+        ] {
+            let e = BundlePath::parse(p).unwrap_err().to_string();
+            assert!(e.contains(why), "{p:?}: {e}");
+        }
+        assert!(BundlePath::parse("output_data/weights.csv").is_ok());
+        assert!(BundlePath::parse("lr=0.1/run 1/é.txt").is_ok());
+    }
+
+    #[test]
+    fn hashes_and_blob_keys() {
+        let h = Hash::of(b"abc");
+        let text = h.to_string();
+        assert!(text.starts_with("b3:"));
+        assert_eq!(text.parse::<Hash>().unwrap(), h);
+        assert!("b3:xyz".parse::<Hash>().is_err());
+        assert!("md5:00".parse::<Hash>().is_err());
+        let key = h.blob_key();
+        assert_eq!(key, format!("blobs/b3/{}/{}", &h.hex()[..2], h.hex()));
+        let (streamed, n) = hash_reader(&b"abc"[..]).unwrap();
+        assert_eq!((streamed, n), (h, 3));
+        let index = FileIndex::new(vec![entry("a", b"1")]).unwrap();
+        let bytes = rmp_serde::to_vec_named(&index).unwrap();
+        assert_eq!(rmp_serde::from_slice::<FileIndex>(&bytes).unwrap(), index);
+    }
+}
