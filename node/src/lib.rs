@@ -14,6 +14,7 @@ pub mod home;
 pub mod manifest;
 pub mod nodeconf;
 pub mod protocol;
+pub mod store;
 pub mod telemetry;
 
 pub use address::{Address, AddressError};

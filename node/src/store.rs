@@ -1,0 +1,261 @@
+//! Object storage for blobs: a local directory (fsync'd) or an S3-compatible service.
+//!
+//! Blobs are content-addressed ([`Hash::blob_key`]) and written once: a conditional create,
+//! so two writers of the same content never overwrite each other, and a blob that is already
+//! there is skipped. Reads are verified against the hash before they are returned.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+
+use crate::bundle::Hash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "store URL {url:?}: {why}. Use a directory path, file:///path, or s3://bucket?endpoint=http://host:port&region=us-east-1"
+    )]
+    BadUrl { url: String, why: String },
+    #[error(
+        "object store {url} does not answer: {message}. Check the endpoint, bucket and AWS_* credentials"
+    )]
+    Unreachable { url: String, message: String },
+    #[error("object store {url}: {key}: {message}")]
+    Io {
+        url: String,
+        key: String,
+        message: String,
+    },
+    #[error("blob {key} in {url} is missing")]
+    Missing { url: String, key: String },
+    #[error("blob {key} in {url} is corrupt: its content hashes to {got}")]
+    Corrupt { url: String, key: String, got: Hash },
+}
+
+/// Where blobs live.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+/// How long [`BlobStore::check`] waits for the store to answer at start-up.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl BlobStore {
+    /// A local directory; every write is fsync'd.
+    pub fn local(root: &Path) -> Result<Self, StoreError> {
+        let url = format!("file://{}", root.display());
+        std::fs::create_dir_all(root).map_err(|e| StoreError::BadUrl {
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| StoreError::BadUrl {
+                url: url.clone(),
+                why: e.to_string(),
+            })?
+            .with_fsync(true);
+        Ok(Self {
+            inner: Arc::new(fs),
+            url,
+        })
+    }
+
+    /// Opens `url`: a directory path, `file:///path`, or `s3://bucket?endpoint=…&region=…`
+    /// (credentials from the usual `AWS_*` variables). Transient S3 errors are retried with
+    /// backoff by the client.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let bad = |why: &str| StoreError::BadUrl {
+            url: url.to_owned(),
+            why: why.to_owned(),
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            return Self::local(Path::new(path));
+        }
+        let Some(rest) = url.strip_prefix("s3://") else {
+            if url.contains("://") {
+                return Err(bad("unknown scheme"));
+            }
+            return Self::local(Path::new(url));
+        };
+        let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(bad("the bucket name is missing or contains '/'"));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 5,
+                retry_timeout: Duration::from_secs(60),
+                ..Default::default()
+            });
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad("query parameters look like key=value"))?;
+            builder = match k {
+                "endpoint" => builder
+                    .with_endpoint(v)
+                    .with_allow_http(v.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false),
+                "region" => builder.with_region(v),
+                _ => {
+                    return Err(bad(&format!(
+                        "unknown parameter {k:?}; known: endpoint, region"
+                    )));
+                }
+            };
+        }
+        let s3 = builder.build().map_err(|e| bad(&e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(s3),
+            url: url.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Asks the store something once, so a wrong endpoint, bucket or credential is an error at
+    /// start-up rather than at the first bundle.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let probe = ObjectPath::from("plotter2-store-check");
+        let unreachable = |message: String| StoreError::Unreachable {
+            url: self.url.clone(),
+            message,
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, self.inner.head(&probe)).await {
+            Err(_) => Err(unreachable(format!("no answer within {CHECK_TIMEOUT:?}"))),
+            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+        }
+    }
+
+    pub async fn has_blob(&self, hash: &Hash) -> Result<bool, StoreError> {
+        let key = hash.blob_key();
+        match self.inner.head(&ObjectPath::from(key.as_str())).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.io(&key, e)),
+        }
+    }
+
+    /// Writes a blob unless it exists. `Ok(true)` when written, `Ok(false)` when it was there.
+    /// The caller vouches that `bytes` hash to `hash`.
+    pub async fn put_blob(&self, hash: &Hash, bytes: Bytes) -> Result<bool, StoreError> {
+        let key = hash.blob_key();
+        let path = ObjectPath::from(key.as_str());
+        match self
+            .inner
+            .put_opts(&path, PutPayload::from(bytes), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.io(&key, e)),
+        }
+    }
+
+    /// Reads a whole blob and checks it against its hash.
+    pub async fn get_blob(&self, hash: &Hash) -> Result<Bytes, StoreError> {
+        let key = hash.blob_key();
+        let bytes = match self.inner.get(&ObjectPath::from(key.as_str())).await {
+            Ok(r) => r.bytes().await.map_err(|e| self.io(&key, e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::Missing {
+                    url: self.url.clone(),
+                    key,
+                });
+            }
+            Err(e) => return Err(self.io(&key, e)),
+        };
+        let check = bytes.clone();
+        let got = tokio::task::spawn_blocking(move || Hash::from(blake3::hash(&check)))
+            .await
+            .map_err(|e| self.io(&key, e))?;
+        if got != *hash {
+            return Err(StoreError::Corrupt {
+                url: self.url.clone(),
+                key,
+                got,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn io(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            url: self.url.clone(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_blobs_are_written_once_and_verified() {
+        let dir = std::env::temp_dir().join(format!("p2-store-test-{}", std::process::id()));
+        let store = BlobStore::open(dir.to_str().unwrap()).unwrap();
+        store.check().await.unwrap();
+        let content = Bytes::from_static(b"weights 1 2 3");
+        let h = Hash::of(&content);
+        assert!(!store.has_blob(&h).await.unwrap());
+        assert!(
+            store.put_blob(&h, content.clone()).await.unwrap(),
+            "first write"
+        );
+        assert!(
+            !store.put_blob(&h, content.clone()).await.unwrap(),
+            "second write skipped"
+        );
+        assert!(store.has_blob(&h).await.unwrap());
+        assert_eq!(store.get_blob(&h).await.unwrap(), content);
+        assert!(
+            dir.join(h.blob_key()).is_file(),
+            "blob at blobs/b3/<2 hex>/<hex>"
+        );
+
+        // Damage on disk is caught on read.
+        std::fs::write(dir.join(h.blob_key()), b"tampered").unwrap();
+        assert!(matches!(
+            store.get_blob(&h).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+        let missing = Hash::of(b"never written");
+        assert!(matches!(
+            store.get_blob(&missing).await,
+            Err(StoreError::Missing { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_urls_and_unreachable_stores_are_clear_errors() {
+        for (url, why) in [
+            ("s3://", "bucket"),
+            ("s3://b?nope=1", "unknown parameter"),
+            ("ftp://x", "unknown scheme"),
+        ] {
+            let e = BlobStore::open(url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+        // Nothing listens on port 1: the start-up check says so instead of failing later.
+        let store =
+            BlobStore::open("s3://bucket?endpoint=http://127.0.0.1:1&region=us-east-1").unwrap();
+        let e = store.check().await.unwrap_err().to_string();
+        assert!(
+            e.contains("does not answer") && e.contains("127.0.0.1:1"),
+            "{e}"
+        );
+    }
+}
