@@ -80,19 +80,7 @@ impl FromStr for Hash {
     }
 }
 
-impl Serialize for Hash {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Hash {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_text!(Hash);
 
 /// A validated relative path inside a bundle: `/`-separated, no empty, `.` or `..` parts, no
 /// leading `/`, no control characters (so the canonical index stays one line per file).
@@ -148,17 +136,14 @@ impl fmt::Debug for BundlePath {
     }
 }
 
-impl Serialize for BundlePath {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+impl FromStr for BundlePath {
+    type Err = BundleError;
+    fn from_str(s: &str) -> Result<Self, BundleError> {
+        Self::parse(s)
     }
 }
 
-impl<'de> Deserialize<'de> for BundlePath {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        BundlePath::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_text!(BundlePath);
 
 /// One file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

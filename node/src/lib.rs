@@ -7,6 +7,26 @@
 //! Must not touch: raft, storage of the registry, or any role's behaviour. Roles talk to each
 //! other only through the types defined here.
 
+/// Serializes a type as its `Display` text and deserializes it through `FromStr`, so a
+/// validated type can only be built from valid text, wherever the text comes from.
+#[macro_export]
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod address;
 pub mod bundle;
 pub mod client;

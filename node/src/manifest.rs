@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -189,18 +190,14 @@ impl fmt::Display for DurationText {
     }
 }
 
-impl Serialize for DurationText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+impl FromStr for DurationText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
     }
 }
 
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        DurationText::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_text!(DurationText);
 
 /// Checks a path or glob written in a manifest stays inside the bundle.
 pub fn check_relative_path(field: &str, path: &str) -> Result<(), ManifestError> {

@@ -88,18 +88,14 @@ impl fmt::Debug for ConfigKey {
     }
 }
 
-impl Serialize for ConfigKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+impl FromStr for ConfigKey {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Self::parse(s)
     }
 }
 
-impl<'de> Deserialize<'de> for ConfigKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        ConfigKey::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_text!(ConfigKey);
 
 /// `key=value`: the value is JSON when it parses as JSON, plain text otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

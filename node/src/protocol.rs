@@ -111,19 +111,7 @@ impl FromStr for RequestId {
     }
 }
 
-impl Serialize for RequestId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for RequestId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_text!(RequestId);
 
 /// Who asked: 1–64 characters of letters, digits and `_ . @ -`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -161,17 +149,14 @@ impl fmt::Debug for UserName {
     }
 }
 
-impl Serialize for UserName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+impl FromStr for UserName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
     }
 }
 
-impl<'de> Deserialize<'de> for UserName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        UserName::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
+crate::serde_as_text!(UserName);
 
 /// One ask of the coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
