@@ -111,8 +111,11 @@ fn kill_leftovers(home: &Home) {
 
 /// Records the children's pids (atomically, fsync'd), off the runtime thread.
 async fn record_pids(home: &Home, pids: &Pids) {
-    let (home, pids) = (home.clone(), pids.borrow().clone());
-    let _ = tokio::task::spawn_blocking(move || write_pids(&home, &pids)).await;
+    // One write at a time, each of the table as it is then: concurrent writes could finish out
+    // of order and leave an older table on disk.
+    let _turn = pids.writing.lock().await;
+    let (home, table) = (home.clone(), pids.table.borrow().clone());
+    let _ = tokio::task::spawn_blocking(move || write_pids(&home, &table)).await;
 }
 
 /// Appends to `log/watchdog.log` (and stderr), off the runtime thread.
@@ -187,7 +190,14 @@ async fn stop_child(child: &mut tokio::process::Child) {
     }
 }
 
-type Pids = std::rc::Rc<std::cell::RefCell<BTreeMap<String, u32>>>;
+/// The children's pids, shared by the supervisor tasks of `up`'s one thread.
+#[derive(Default)]
+struct PidTable {
+    table: std::cell::RefCell<BTreeMap<String, u32>>,
+    writing: tokio::sync::Mutex<()>,
+}
+
+type Pids = std::rc::Rc<PidTable>;
 
 /// Runs one child until `stop` fires, restarting it with backoff whenever it exits.
 async fn supervise(home: Home, spec: ChildSpec, pids: Pids, mut stop: watch::Receiver<bool>) {
@@ -211,7 +221,7 @@ async fn supervise(home: Home, spec: ChildSpec, pids: Pids, mut stop: watch::Rec
             }
         };
         if let Some(pid) = child.id() {
-            pids.borrow_mut().insert(spec.name.clone(), pid);
+            pids.table.borrow_mut().insert(spec.name.clone(), pid);
             record_pids(&home, &pids).await;
         }
         tokio::select! {
@@ -236,7 +246,7 @@ async fn supervise(home: Home, spec: ChildSpec, pids: Pids, mut stop: watch::Rec
             }
             _ = stop.changed() => {
                 stop_child(&mut child).await;
-                pids.borrow_mut().remove(&spec.name);
+                pids.table.borrow_mut().remove(&spec.name);
                 return;
             }
         }
@@ -282,7 +292,11 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
     let home = Home::resolve(global.home.clone())?;
     home.create()?;
     let _lock = UpLock::acquire(&home.log().join("up.lock"))?;
-    kill_leftovers(&home);
+    // Waits (up to seconds) for old processes to exit: not on the runtime thread.
+    let leftovers_home = home.clone();
+    tokio::task::spawn_blocking(move || kill_leftovers(&leftovers_home))
+        .await
+        .context("stopping leftovers of an earlier run")?;
 
     let nats_server = find_in_path("nats-server").context(
         "nats-server is not installed (or not on PATH). Install a current one with \

@@ -18,7 +18,7 @@ use plotter2_node::protocol::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::types::{Command, verb};
+use crate::types::Command;
 
 /// Most assignments one request may carry.
 pub const MAX_ASSIGNMENTS: usize = 1000;
@@ -140,11 +140,10 @@ impl Registry {
             return answer;
         }
         let seq = self.requests.len() as u64 + 1;
-        let mut events: Vec<(Address, EventKind)> = Vec::new();
-        let outcome = check_write(&cmd.op).and_then(|()| self.plan(&cmd.op, &mut events));
+        let planned = check_write(&cmd.op).and_then(|()| self.plan(&cmd.op));
         let mut created = Vec::new();
-        if outcome.is_ok() {
-            for (addr, kind) in events {
+        let outcome = planned.map(|plan| {
+            for (addr, kind) in plan.events {
                 let event = Event {
                     seq,
                     request: cmd.id,
@@ -170,18 +169,8 @@ impl Registry {
                     _ => {
                         if let Some(node) = self.nodes.get_mut(&addr).map(Arc::make_mut) {
                             match &event.kind {
-                                EventKind::ConfigSet { key, value, .. } => {
-                                    // Validated in plan(); the assignment cannot fail here.
-                                    if let Ok(key) = nodeconf::ConfigKey::parse(key) {
-                                        let _ = nodeconf::assign(
-                                            &mut node.own,
-                                            &Assignment {
-                                                key,
-                                                value: value.clone(),
-                                            },
-                                        );
-                                    }
-                                }
+                                // The config itself is installed from the plan below.
+                                EventKind::ConfigSet { .. } => {}
                                 EventKind::Archived => node.archived = true,
                                 EventKind::BundleAdded { version, bundle } => {
                                     if let WriteOp::Ingest {
@@ -206,7 +195,10 @@ impl Registry {
                     }
                 }
             }
-        }
+            if let (Some(own), Some(node)) = (plan.own, self.nodes.get_mut(cmd.op.target())) {
+                Arc::make_mut(node).own = own;
+            }
+        });
         let bundle = match (&cmd.op, &outcome) {
             (WriteOp::Ingest { addr, bundle, .. }, Ok(())) => self.nodes.get(addr).and_then(|n| {
                 let b = n.bundles.iter().find(|b| b.id == *bundle)?;
@@ -223,7 +215,7 @@ impl Registry {
             id: cmd.id,
             user: cmd.user.clone(),
             time_ms: cmd.time_ms,
-            verb: verb(&cmd.op).to_owned(),
+            verb: cmd.op.verb().to_owned(),
             target: cmd.op.target().clone(),
             status: if outcome.is_ok() {
                 RequestStatus::Done
@@ -240,17 +232,21 @@ impl Registry {
         self.result_of(seq, false)
     }
 
-    /// Works out the events `op` produces without changing anything.
-    fn plan(&self, op: &WriteOp, events: &mut Vec<(Address, EventKind)>) -> Result<(), ApiError> {
+    /// Works out what `op` does without changing anything.
+    fn plan(&self, op: &WriteOp) -> Result<Plan, ApiError> {
+        let mut plan = Plan::default();
+        let events = &mut plan.events;
         match op {
             WriteOp::New { addr, set } => {
                 self.plan_lineage(addr, events)?;
-                let own = self
-                    .nodes
-                    .get(addr)
-                    .map(|n| n.own.clone())
-                    .unwrap_or_default();
-                plan_assignments(addr, own, set, events)
+                if !set.is_empty() {
+                    let own = self
+                        .nodes
+                        .get(addr)
+                        .map(|n| n.own.clone())
+                        .unwrap_or_default();
+                    plan.own = Some(plan_assignments(addr, own, set, events)?);
+                }
             }
             WriteOp::Set { addr, set } => {
                 let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
@@ -259,14 +255,13 @@ impl Registry {
                         "{addr} is archived and read-only"
                     )));
                 }
-                plan_assignments(addr, node.own.clone(), set, events)
+                plan.own = Some(plan_assignments(addr, node.own.clone(), set, events)?);
             }
             WriteOp::Archive { addr } => {
                 let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
                 if !node.archived {
                     events.push((addr.clone(), EventKind::Archived));
                 }
-                Ok(())
             }
             WriteOp::Ingest { addr, bundle, .. } => {
                 self.plan_lineage(addr, events)?;
@@ -286,9 +281,9 @@ impl Registry {
                         },
                     ));
                 }
-                Ok(())
             }
         }
+        Ok(plan)
     }
 
     /// Creates `addr` and its missing ancestors (`mkdir -p`); refuses to pass an archived node.
@@ -455,12 +450,21 @@ impl Registry {
     }
 }
 
+/// What a write will do, worked out before anything changes: all of it or none of it applies.
+#[derive(Default)]
+struct Plan {
+    events: Vec<(Address, EventKind)>,
+    /// The target's own config after the write, when it changes.
+    own: Option<Map<String, Value>>,
+}
+
+/// Applies `set` to a copy of `own`, recording one event per key; returns the new config.
 fn plan_assignments(
     addr: &Address,
     mut own: Map<String, Value>,
     set: &[Assignment],
     events: &mut Vec<(Address, EventKind)>,
-) -> Result<(), ApiError> {
+) -> Result<Map<String, Value>, ApiError> {
     for a in set {
         let previous = lookup(&own, a.key.parts());
         nodeconf::assign(&mut own, a).map_err(|e| ApiError::bad_request(format!("{addr}: {e}")))?;
@@ -473,7 +477,7 @@ fn plan_assignments(
             },
         ));
     }
-    Ok(())
+    Ok(own)
 }
 
 fn lookup(own: &Map<String, Value>, parts: &[String]) -> Option<Value> {

@@ -22,18 +22,9 @@ impl fmt::Display for Command {
             "{} {:?} {} by {}",
             self.id,
             self.op.target().to_string(),
-            verb(&self.op),
+            self.op.verb(),
             self.user
         )
-    }
-}
-
-pub(crate) fn verb(op: &WriteOp) -> &'static str {
-    match op {
-        WriteOp::New { .. } => "new",
-        WriteOp::Set { .. } => "set",
-        WriteOp::Archive { .. } => "archive",
-        WriteOp::Ingest { .. } => "ingest",
     }
 }
 

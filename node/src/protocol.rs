@@ -205,6 +205,15 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            WriteOp::New { .. } => "new",
+            WriteOp::Set { .. } => "set",
+            WriteOp::Archive { .. } => "archive",
+            WriteOp::Ingest { .. } => "ingest",
+        }
+    }
+
     pub fn target(&self) -> &Address {
         match self {
             WriteOp::New { addr, .. }
@@ -262,10 +271,7 @@ impl Op {
     /// The verb, which is also the last token of the request subject.
     pub fn verb(&self) -> &'static str {
         match self {
-            Op::Write(WriteOp::New { .. }) => "new",
-            Op::Write(WriteOp::Set { .. }) => "set",
-            Op::Write(WriteOp::Archive { .. }) => "archive",
-            Op::Write(WriteOp::Ingest { .. }) => "ingest",
+            Op::Write(w) => w.verb(),
             Op::Read(ReadOp::Ls { .. }) => "ls",
             Op::Read(ReadOp::Show { .. }) => "show",
             Op::Read(ReadOp::History { .. }) => "history",
