@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use plotter2_node::Address;
 use plotter2_node::nodeconf::Assignment;
 use plotter2_node::protocol::RequestId;
+use plotter2_node::reference::BundleReference;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +35,10 @@ pub struct Global {
     /// Give up on a request after this many seconds
     #[arg(long, global = true, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Object store: a directory, file:///dir, or s3://bucket?endpoint=…&region=… (default:
+    /// $P2_STORE, else the store in <home>/config/cluster.toml, else <home>/source)
+    #[arg(long, global = true, env = "P2_STORE")]
+    pub store: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +47,25 @@ pub enum Command {
     Up(UpArgs),
     /// Run one coordinator (a raft node of the registry)
     Coordinator(CoordinatorArgs),
+    /// Run a stager: watch an inbox, receive pushes, upload bundles to the object store
+    Stager(StagerArgs),
+    /// Send a bundle folder to a stager and wait until it is committed
+    Push {
+        dir: PathBuf,
+        /// Where it goes (default: the manifest's meta.address)
+        addr: Option<Address>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Materialise a bundle version (ADDR[@V|@latest]), or print one file (ADDR[@V]:path)
+    Get {
+        reference: BundleReference,
+        /// Folder to write into (default: <home>/output/<address>/v<N>)
+        #[arg(long)]
+        to: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a node and any missing parents
     New {
         addr: Address,
@@ -143,6 +167,25 @@ pub struct UpArgs {
     /// Number of coordinators (raft nodes): 1, 3 or 5
     #[arg(long)]
     pub coordinators: Option<u8>,
+    /// Run no stager (by default one watches <home>/inbox)
+    #[arg(long)]
+    pub no_stager: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StagerArgs {
+    /// Folder to watch (default: <home>/inbox)
+    #[arg(long)]
+    pub inbox: Option<PathBuf>,
+    /// Spool folder (default: <home>/temp)
+    #[arg(long)]
+    pub spool: Option<PathBuf>,
+    /// Name of this stager on NATS: letters, digits, - and _ (default: host name and pid)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds between inbox rescans when no event arrives
+    #[arg(long, default_value_t = 2.0)]
+    pub rescan: f64,
 }
 
 #[derive(Args, Debug, Clone)]

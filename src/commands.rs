@@ -101,7 +101,15 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         Command::Cluster {
             command: ClusterCommand::Remove { id, json },
         } => (Op::Cluster(ClusterOp::ClusterRemove { id }), json),
-        Command::Up(_) | Command::Coordinator(_) => bail!("not a client command"),
+        Command::Push { dir, addr, json } => return push(global, &client, &dir, addr, json).await,
+        Command::Get {
+            reference,
+            to,
+            json,
+        } => return get(global, &client, &reference, to, json).await,
+        Command::Up(_) | Command::Coordinator(_) | Command::Stager(_) => {
+            bail!("not a client command")
+        }
     };
     let verb = op.verb();
     let target = match &op {
@@ -117,6 +125,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::History(h) => print_json(&h),
             Reply::Requests(r) => print_json(&r),
             Reply::Request(r) => print_json(&r),
+            Reply::Bundle(b) => print_json(&b),
             Reply::Cluster(c) => print_json(&c),
         };
     }
@@ -230,8 +239,106 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             }
             println!("payload: {}", serde_json::to_string(&r.payload)?);
         }
+        Reply::Bundle(b) => println!(
+            "{}@{} {} ({} files)",
+            b.address, b.version.version, b.version.id, b.version.files
+        ),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
     }
+    Ok(())
+}
+
+async fn push(
+    global: &Global,
+    client: &Client,
+    dir: &std::path::Path,
+    addr: Option<plotter2_node::Address>,
+    json: bool,
+) -> Result<()> {
+    let deadline = Duration::from_secs_f64(global.timeout.max(1.0));
+    let pushed = plotter2_stager::push::push(client, dir, addr, deadline)
+        .await
+        .with_context(|| format!("pushing {}", dir.display()))?;
+    if json {
+        return print_json(&pushed);
+    }
+    let b = &pushed.bundle;
+    let what = if b.existing {
+        "already stored as"
+    } else {
+        "stored as"
+    };
+    println!(
+        "{} {what} {}@{} ({} files, {} bytes, {} sent)",
+        dir.display(),
+        pushed.address,
+        b.version,
+        pushed.files,
+        pushed.total_bytes,
+        pushed.sent_bytes
+    );
+    println!("  bundle {}", b.id);
+    Ok(())
+}
+
+async fn get(
+    global: &Global,
+    client: &Client,
+    reference: &plotter2_node::reference::BundleReference,
+    to: Option<std::path::PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let home = Home::resolve(global.home.clone())?;
+    let detail = plotter2_stager::get::resolve(client, reference).await?;
+    let store = crate::roles::open_store(global, &home).await?;
+    if let Some(path) = &reference.path {
+        plotter2_stager::get::file_to_stdout(&store, &detail, path.as_str()).await?;
+        return Ok(());
+    }
+    let dest = to.unwrap_or_else(|| {
+        let mut d = home.output();
+        for seg in detail.address.segments() {
+            d.push(seg);
+        }
+        d.join(format!("v{}", detail.version.version))
+    });
+    plotter2_stager::get::materialise(&store, &detail, &dest)
+        .await
+        .with_context(|| {
+            format!(
+                "writing {}@{} to {}",
+                detail.address,
+                detail.version.version,
+                dest.display()
+            )
+        })?;
+    if json {
+        #[derive(Serialize)]
+        struct Got<'a> {
+            address: &'a plotter2_node::Address,
+            version: u64,
+            bundle: plotter2_node::bundle::Hash,
+            files: u64,
+            bytes: u64,
+            to: &'a std::path::Path,
+        }
+        return print_json(&Got {
+            address: &detail.address,
+            version: detail.version.version,
+            bundle: detail.version.id,
+            files: detail.version.files,
+            bytes: detail.version.bytes,
+            to: &dest,
+        });
+    }
+    println!(
+        "{}@{} ({} files, {} bytes) → {}",
+        detail.address,
+        detail.version.version,
+        detail.version.files,
+        detail.version.bytes,
+        dest.display()
+    );
     Ok(())
 }
 

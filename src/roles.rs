@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use plotter2_coordinator::{CoordinatorConfig, RaftTuning};
-use plotter2_node::Home;
+use plotter2_node::store::BlobStore;
+use plotter2_node::{ClusterFile, Home};
 use serde::Deserialize;
 
-use crate::cli::{CoordinatorArgs, Global};
+use crate::cli::{CoordinatorArgs, Global, StagerArgs};
 
 /// The TOML form of [`CoordinatorArgs`]; flags and env override it.
 #[derive(Debug, Default, Deserialize)]
@@ -127,5 +128,78 @@ pub async fn terminated() {
 pub async fn run_coordinator(global: &Global, args: &CoordinatorArgs) -> Result<()> {
     let cfg = coordinator_config(global, args)?;
     plotter2_coordinator::run(cfg, terminated()).await?;
+    Ok(())
+}
+
+/// `--store`/`$P2_STORE`, else the store `plotter2 up` recorded, else `<home>/source`.
+pub fn store_url(global: &Global, home: &Home) -> Result<String> {
+    if let Some(url) = global.store.clone().filter(|u| !u.is_empty()) {
+        return Ok(url);
+    }
+    if let Some(url) = ClusterFile::load(&home.cluster_file())?.and_then(|c| c.store) {
+        return Ok(url);
+    }
+    Ok(home.source().to_string_lossy().into_owned())
+}
+
+/// Opens the object store and checks that it answers.
+pub async fn open_store(global: &Global, home: &Home) -> Result<BlobStore> {
+    let url = store_url(global, home)?;
+    let store = tokio::task::spawn_blocking(move || BlobStore::open(&url)).await??;
+    store.check().await?;
+    Ok(store)
+}
+
+/// A NATS-safe default stager name: the host name and pid.
+fn default_stager_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "stager" } else { &host },
+        std::process::id()
+    )
+}
+
+pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
+    let home = Home::resolve(global.home.clone())?;
+    let name = args.name.clone().unwrap_or_else(default_stager_name);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("--name {name:?}: use letters, digits, - and _ only");
+    }
+    if !(args.rescan.is_finite() && args.rescan > 0.0) {
+        bail!("--rescan must be a positive number of seconds");
+    }
+    let crash_at = match std::env::var(plotter2_stager::pipeline::CRASH_ENV) {
+        Ok(step) if !step.is_empty() => Some(step.parse().map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    let store = open_store(global, &home).await?;
+    let client = crate::commands::connect(global).await?;
+    let config = plotter2_stager::StagerConfig {
+        name,
+        inbox: args.inbox.clone().unwrap_or_else(|| home.inbox()),
+        spool: args.spool.clone().unwrap_or_else(|| home.temp()),
+        store,
+        client,
+        rescan_every: Duration::from_secs_f64(args.rescan),
+        crash_at,
+        hash_threads: plotter2_stager::tree::default_threads(),
+    };
+    plotter2_stager::run(config, terminated()).await?;
     Ok(())
 }

@@ -347,10 +347,15 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
     for c in &coordinators {
         check_port_free(&c.raft_addr, &format!("coordinator {} raft", c.id))?;
     }
+    let store = global
+        .store
+        .clone()
+        .or(existing.as_ref().and_then(|e| e.store.clone()));
     ClusterFile {
         nats_url: nats_url.clone(),
         nats_port,
         coordinators: coordinators.clone(),
+        store: store.clone(),
     }
     .save(&home.cluster_file())?;
     let conf_path = home.config().join("nats.conf");
@@ -389,6 +394,25 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
             args: a,
         });
     }
+    if !args.no_stager {
+        let mut a = vec![
+            "stager".into(),
+            "--home".into(),
+            home_arg.clone(),
+            "--nats".into(),
+            nats_url.clone(),
+            "--name".into(),
+            "local".into(),
+        ];
+        if let Some(url) = &store {
+            a.extend(["--store".into(), url.clone()]);
+        }
+        specs.push(ChildSpec {
+            name: "stager".into(),
+            program: exe.clone(),
+            args: a,
+        });
+    }
 
     let pids: Pids = Default::default();
     let mut running = Vec::new();
@@ -423,7 +447,19 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
                 .display()
         );
     }
-    println!("  inbox           {}", home.inbox().display());
+    if !args.no_stager {
+        println!(
+            "  stager          inbox {}  store {}",
+            home.inbox().display(),
+            store
+                .clone()
+                .unwrap_or_else(|| home.source().display().to_string())
+        );
+        println!(
+            "                  drop a bundle: write it under {}, then rename it into the inbox",
+            home.inbox().join(".incoming").display()
+        );
+    }
     println!(
         "Talk to it:  export P2_HOME={}; plotter2 cluster status",
         home.root().display()

@@ -223,6 +223,7 @@ impl Api {
             ReadOp::History { addr } => Reply::History(r.history(&addr)?),
             ReadOp::Requests { after, limit } => Reply::Requests(r.requests(after, limit)),
             ReadOp::Request { id } => Reply::Request(r.request(&id)?),
+            ReadOp::Bundle { addr, version } => Reply::Bundle(r.bundle(&addr, version)?),
         })
     }
 

@@ -12,8 +12,8 @@ use plotter2_node::bundle::{FileIndex, Hash};
 use plotter2_node::manifest::Manifest;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
-    ApiError, BundleRef, BundleVersion, ChildView, Event, EventKind, NodeView, RequestId,
-    RequestRecord, RequestStatus, UserName, WriteOp, WriteReceipt,
+    ApiError, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind, NodeView,
+    RequestId, RequestRecord, RequestStatus, UserName, WriteOp, WriteReceipt,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -47,6 +47,21 @@ pub struct StoredBundle {
     pub user: UserName,
     pub time_ms: u64,
     pub request: RequestId,
+}
+
+impl StoredBundle {
+    fn view(&self) -> BundleVersion {
+        BundleVersion {
+            version: self.version,
+            id: self.id,
+            files: self.index.files().len() as u64,
+            bytes: self.index.total_bytes(),
+            user: self.user.clone(),
+            time_ms: self.time_ms,
+            request: self.request,
+            manifest: self.manifest.clone(),
+        }
+    }
 }
 
 /// Records sit behind `Arc`s so that cloning the registry (copy-on-write after a snapshot took a
@@ -358,20 +373,31 @@ impl Registry {
             created_seq: node.created_seq,
             created_ms: node.created_ms,
             history_len: node.history.len() as u64,
-            bundles: node
-                .bundles
-                .iter()
-                .map(|b| BundleVersion {
-                    version: b.version,
-                    id: b.id,
-                    files: b.index.files().len() as u64,
-                    bytes: b.index.total_bytes(),
-                    user: b.user.clone(),
-                    time_ms: b.time_ms,
-                    request: b.request,
-                    manifest: b.manifest.clone(),
-                })
-                .collect(),
+            bundles: node.bundles.iter().map(StoredBundle::view).collect(),
+        })
+    }
+
+    /// Version `version` of `addr`'s bundles (the latest when `None`), with its file index.
+    pub fn bundle(&self, addr: &Address, version: Option<u64>) -> Result<BundleDetail, ApiError> {
+        let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
+        let found = match version {
+            None => node.bundles.last(),
+            Some(v) => v
+                .checked_sub(1)
+                .and_then(|i| node.bundles.get(usize::try_from(i).ok()?)),
+        };
+        let b = found.ok_or_else(|| {
+            let have = match node.bundles.len() {
+                0 => "it has no bundles yet; push one with `plotter2 push DIR ADDR`".to_owned(),
+                n => format!("it has versions 1 to {n}"),
+            };
+            let which = version.map_or("a bundle".to_owned(), |v| format!("version {v}"));
+            ApiError::not_found(format!("{addr} has no {which}: {have}"))
+        })?;
+        Ok(BundleDetail {
+            address: addr.clone(),
+            version: b.view(),
+            index: b.index.clone(),
         })
     }
 

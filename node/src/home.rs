@@ -123,6 +123,9 @@ pub struct ClusterFile {
     pub nats_port: u16,
     #[serde(default)]
     pub coordinators: Vec<CoordinatorEntry>,
+    /// The object store URL when it is not `<home>/source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl ClusterFile {
@@ -188,6 +191,7 @@ mod tests {
                 id: 1,
                 raft_addr: "127.0.0.1:7001".into(),
             }],
+            store: None,
         };
         cf.save(&home.cluster_file()).unwrap();
         assert_eq!(ClusterFile::load(&home.cluster_file()).unwrap(), Some(cf));

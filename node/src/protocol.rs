@@ -248,6 +248,12 @@ pub enum ReadOp {
     Request {
         id: RequestId,
     },
+    /// One bundle version of a node with its file index; `None` is the latest.
+    Bundle {
+        addr: Address,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
 }
 
 fn default_limit() -> u32 {
@@ -277,6 +283,7 @@ impl Op {
             Op::Read(ReadOp::History { .. }) => "history",
             Op::Read(ReadOp::Requests { .. }) => "requests",
             Op::Read(ReadOp::Request { .. }) => "request",
+            Op::Read(ReadOp::Bundle { .. }) => "bundle",
             Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
             Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
         }
@@ -298,6 +305,7 @@ pub const VERBS: &[&str] = &[
     "history",
     "requests",
     "request",
+    "bundle",
     "cluster_add",
     "cluster_remove",
 ];
@@ -366,6 +374,7 @@ pub enum Reply {
     History(Vec<Event>),
     Requests(Vec<RequestRecord>),
     Request(RequestRecord),
+    Bundle(BundleDetail),
     Cluster(ClusterChange),
 }
 
@@ -479,6 +488,15 @@ pub struct BundleVersion {
     pub time_ms: u64,
     pub request: RequestId,
     pub manifest: Manifest,
+}
+
+/// One bundle version with everything needed to materialise it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleDetail {
+    pub address: Address,
+    #[serde(flatten)]
+    pub version: BundleVersion,
+    pub index: FileIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,13 +4,15 @@
 //! so two writers of the same content never overwrite each other, and a blob that is already
 //! there is skipped. Reads are verified against the hash before they are returned.
 
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
 
 use crate::bundle::Hash;
 
@@ -41,7 +43,16 @@ pub enum StoreError {
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// The root directory when the store is local: blobs can then be hard-linked in.
+    local_root: Option<PathBuf>,
 }
+
+/// Files up to this size go up in one conditional put; larger ones in parts.
+pub const MULTIPART_THRESHOLD: u64 = 32 * 1024 * 1024;
+/// Size of one multipart part, and of each read from the file while uploading.
+const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Parts of one file in flight at once (bounds memory to about this many parts).
+const PART_CONCURRENCY: usize = 2;
 
 /// How long [`BlobStore::check`] waits for the store to answer at start-up.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -63,6 +74,7 @@ impl BlobStore {
         Ok(Self {
             inner: Arc::new(fs),
             url,
+            local_root: Some(root.to_owned()),
         })
     }
 
@@ -115,6 +127,7 @@ impl BlobStore {
         Ok(Self {
             inner: Arc::new(s3),
             url: url.to_owned(),
+            local_root: None,
         })
     }
 
@@ -189,6 +202,168 @@ impl BlobStore {
         Ok(bytes)
     }
 
+    /// Stores the file at `file` (whose content hashes to `hash`) as a blob unless it exists.
+    /// `Ok(true)` when written. With `may_link`, a local store takes the file by hard link
+    /// (no copy): the caller promises the file is its own (one link) and never changes again,
+    /// and must call [`BlobStore::sync`] before relying on the blob. Large files go up in parts.
+    pub async fn put_file(
+        &self,
+        hash: &Hash,
+        file: &Path,
+        size: u64,
+        may_link: bool,
+    ) -> Result<bool, StoreError> {
+        let key = hash.blob_key();
+        if let (Some(root), true) = (&self.local_root, may_link) {
+            let dest = root.join(&key);
+            let src = file.to_owned();
+            let linked = tokio::task::spawn_blocking(move || link_blob(&src, &dest))
+                .await
+                .map_err(|e| self.io(&key, e))?
+                .map_err(|e| self.io(&key, e))?;
+            match linked {
+                Linked::Yes => return Ok(true),
+                Linked::Exists => return Ok(false),
+                Linked::OtherDevice => {}
+            }
+        }
+        if self.has_blob(hash).await? {
+            return Ok(false);
+        }
+        if size <= MULTIPART_THRESHOLD {
+            let src = file.to_owned();
+            let bytes = tokio::task::spawn_blocking(move || std::fs::read(src))
+                .await
+                .map_err(|e| self.io(&key, e))?
+                .map_err(|e| self.io(&format!("{key} (reading {})", file.display()), e))?;
+            return self.put_blob(hash, Bytes::from(bytes)).await;
+        }
+        self.put_multipart(&key, file).await?;
+        Ok(true)
+    }
+
+    /// Uploads in parts straight to the blob's key. Multipart has no create-only mode, but the
+    /// key is the content's hash, so a concurrent upload writes the same bytes, and completion
+    /// is atomic: readers see nothing or the whole blob.
+    async fn put_multipart(&self, key: &str, file: &Path) -> Result<(), StoreError> {
+        let path = ObjectPath::from(key);
+        let upload = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.io(key, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut src = Some(std::fs::File::open(file).map_err(|e| self.io(key, e))?);
+        loop {
+            let Some(mut f) = src.take() else { break };
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; PART_BYTES];
+                let mut n = 0;
+                while n < buf.len() {
+                    match f.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(n);
+                Ok((f, buf))
+            })
+            .await
+            .map_err(|e| self.io(key, e))?;
+            let (f, buf) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(self.io(key, e));
+                }
+            };
+            if buf.is_empty() {
+                break;
+            }
+            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
+                let _ = writer.abort().await;
+                return Err(self.io(key, e));
+            }
+            writer.write(&buf);
+            src = Some(f);
+        }
+        writer.finish().await.map_err(|e| self.io(key, e))?;
+        Ok(())
+    }
+
+    /// Makes blobs hard-linked in by [`BlobStore::put_file`] durable (one `syncfs`). Other
+    /// writes are durable when they return.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || sync_filesystem(&root))
+            .await
+            .map_err(|e| self.io("(sync)", e))?
+            .map_err(|e| self.io("(sync)", e))
+    }
+
+    /// Streams a blob into a new file at `dest`, hashing as it writes; a blob whose content
+    /// does not match its hash is an error and `dest` is removed.
+    pub async fn fetch_to_file(&self, hash: &Hash, dest: &Path) -> Result<u64, StoreError> {
+        let file = std::fs::File::create(dest)
+            .map_err(|e| self.io(&format!("{} → {}", hash.blob_key(), dest.display()), e))?;
+        let outcome = self.fetch_into(hash, file).await;
+        if outcome.is_err() {
+            let _ = std::fs::remove_file(dest);
+        }
+        outcome
+    }
+
+    /// Streams a blob into `out` (writes run off the runtime), hashing as it goes. The bytes
+    /// are written before the end is reached, so a corrupt blob is reported after `out` got
+    /// them: callers writing files remove them, callers writing a pipe exit non-zero.
+    pub async fn fetch_into<W: Write + Send + 'static>(
+        &self,
+        hash: &Hash,
+        out: W,
+    ) -> Result<u64, StoreError> {
+        let key = hash.blob_key();
+        let mut stream = match self.inner.get(&ObjectPath::from(key.as_str())).await {
+            Ok(r) => r.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::Missing {
+                    url: self.url.clone(),
+                    key,
+                });
+            }
+            Err(e) => return Err(self.io(&key, e)),
+        };
+        let mut state = (out, blake3::Hasher::new(), 0u64);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.io(&key, e))?;
+            let (mut w, mut h, n) = state;
+            state = tokio::task::spawn_blocking(move || {
+                h.update(&chunk);
+                w.write_all(&chunk).map(|()| (w, h, n + chunk.len() as u64))
+            })
+            .await
+            .map_err(|e| self.io(&key, e))?
+            .map_err(|e| self.io(&format!("{key} (writing)"), e))?;
+        }
+        let (mut w, h, n) = state;
+        tokio::task::spawn_blocking(move || w.flush())
+            .await
+            .map_err(|e| self.io(&key, e))?
+            .map_err(|e| self.io(&format!("{key} (writing)"), e))?;
+        let got = Hash::from(h.finalize());
+        if got != *hash {
+            return Err(StoreError::Corrupt {
+                url: self.url.clone(),
+                key,
+                got,
+            });
+        }
+        Ok(n)
+    }
+
     fn io(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             url: self.url.clone(),
@@ -196,6 +371,42 @@ impl BlobStore {
             message: e.to_string(),
         }
     }
+}
+
+enum Linked {
+    Yes,
+    Exists,
+    OtherDevice,
+}
+
+/// Hard-links `src` to `dest` (creating its directory) and makes it read-only.
+fn link_blob(src: &Path, dest: &Path) -> std::io::Result<Linked> {
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::hard_link(src, dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Linked::Exists),
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            return Ok(Linked::OtherDevice);
+        }
+        Err(e) => return Err(e),
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o444))?;
+    Ok(Linked::Yes)
+}
+
+/// `syncfs(2)` on the filesystem holding `path`: every file and directory entry written there
+/// so far is durable when it returns. One call instead of an fsync per file.
+pub fn sync_filesystem(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(path)?;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

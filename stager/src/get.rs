@@ -1,0 +1,115 @@
+//! `plotter2 get`: a bundle version (or one file of it) from the object store, verified
+//! against its blake3 hashes as it is written.
+
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, TryStreamExt};
+use plotter2_node::client::Client;
+use plotter2_node::protocol::{BundleDetail, Op, ReadOp, Reply};
+use plotter2_node::reference::BundleReference;
+use plotter2_node::store::BlobStore;
+
+use crate::StagerError;
+use crate::pipeline::blocking;
+
+/// Files fetched at once.
+const FETCH_CONCURRENCY: usize = 8;
+
+/// Asks the coordinator for the version `reference` names.
+pub async fn resolve(
+    client: &Client,
+    reference: &BundleReference,
+) -> Result<BundleDetail, StagerError> {
+    let op = Op::Read(ReadOp::Bundle {
+        addr: reference.addr.clone(),
+        version: reference.version.number(),
+    });
+    match client.call(op).await? {
+        Reply::Bundle(d) => Ok(d),
+        other => Err(StagerError::Coordinator(format!(
+            "unexpected answer to bundle: {other:?}"
+        ))),
+    }
+}
+
+/// Writes every file of `detail` under `dest`, which must not exist or be empty. Each file is
+/// written beside its final name and renamed once its hash checked out.
+pub async fn materialise(
+    store: &BlobStore,
+    detail: &BundleDetail,
+    dest: &Path,
+) -> Result<(), StagerError> {
+    let root = dest.to_owned();
+    blocking(move || {
+        match std::fs::read_dir(&root) {
+            Ok(mut list) => {
+                if list.next().is_some() {
+                    return Err(StagerError::Io(format!(
+                        "{} is not empty; choose another --to folder or empty it",
+                        root.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StagerError::io(&root)(e)),
+        }
+        std::fs::create_dir_all(&root).map_err(StagerError::io(&root))
+    })
+    .await?;
+    let jobs: Vec<(PathBuf, _)> = detail
+        .index
+        .files()
+        .iter()
+        .map(|f| (dest.join(f.path.as_str()), f.clone()))
+        .collect();
+    futures::stream::iter(jobs)
+        .map(|(path, f)| async move {
+            let tmp = path.with_file_name(format!(
+                ".{}.p2part",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+            ));
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(StagerError::io(dir))?;
+            }
+            store.fetch_to_file(&f.blob, &tmp).await?;
+            let mode = f.mode;
+            blocking(move || {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                    .map_err(StagerError::io(&tmp))?;
+                std::fs::rename(&tmp, &path).map_err(StagerError::io(&tmp))
+            })
+            .await
+        })
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Streams one file of `detail` to stdout.
+pub async fn file_to_stdout(
+    store: &BlobStore,
+    detail: &BundleDetail,
+    path: &str,
+) -> Result<u64, StagerError> {
+    let Some(f) = detail.index.get(path) else {
+        let sample: Vec<&str> = detail
+            .index
+            .files()
+            .iter()
+            .take(5)
+            .map(|f| f.path.as_str())
+            .collect();
+        return Err(StagerError::Io(format!(
+            "{}@{} has no file {path:?}; it has {} files, e.g. {}",
+            detail.address,
+            detail.version.version,
+            detail.index.files().len(),
+            sample.join(", ")
+        )));
+    };
+    Ok(store.fetch_into(&f.blob, std::io::stdout()).await?)
+}

@@ -1,0 +1,397 @@
+//! Drives one spool entry through its steps: receive → hash → upload → commit → clean, or
+//! reject. Every step is journaled before the next starts, so `drive` can be called again on
+//! an entry in any state after a crash and does only what is left.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use plotter2_node::bundle::Hash;
+use plotter2_node::client::{Client, ClientError};
+use plotter2_node::protocol::{Op, Reply, UserName, WriteOp};
+use plotter2_node::store::{BlobStore, sync_filesystem};
+
+use crate::StagerError;
+use crate::journal::{Entry, Hashed, Spool, Step};
+use crate::tree::{self, Rejection};
+
+/// Blobs uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 8;
+/// The longest wait between attempts to reach the store or the coordinators.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Environment variable naming a step after which the stager kills itself (tests only).
+pub const CRASH_ENV: &str = "P2_STAGER_CRASH_AT";
+
+/// What the pipeline needs; shared by every entry.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub spool: Spool,
+    pub inbox: PathBuf,
+    pub store: BlobStore,
+    pub client: Client,
+    pub hash_threads: usize,
+    pub crash_at: Option<Step>,
+}
+
+/// How an entry ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Committed {
+        addr: String,
+        version: u64,
+        bundle: Hash,
+    },
+    Rejected(String),
+    /// Nothing had been moved in yet; the inbox still holds the folder.
+    Abandoned,
+}
+
+impl Pipeline {
+    pub fn rejected_dir(&self) -> PathBuf {
+        self.inbox.join("rejected")
+    }
+
+    /// Takes the ready folder `inbox/<name>` into the spool and drives it to the end.
+    pub async fn admit(&self, name: &str) -> Result<Outcome, StagerError> {
+        let spool = self.spool.clone();
+        let name_owned = name.to_owned();
+        let entry = blocking(move || spool.create(&name_owned)).await?;
+        self.drive(entry).await
+    }
+
+    /// Runs `entry` from its journaled step to the end.
+    pub async fn drive(&self, mut entry: Entry) -> Result<Outcome, StagerError> {
+        loop {
+            match entry.step {
+                Step::Receiving => match self.receive(&entry).await? {
+                    Received::Moved => self.advance(&mut entry, Step::Received).await?,
+                    Received::Gone => {
+                        let spool = self.spool.clone();
+                        let id = entry.id.clone();
+                        blocking(move || spool.remove(&id)).await?;
+                        return Ok(Outcome::Abandoned);
+                    }
+                    Received::Refused(why) => {
+                        // Nothing was moved in: reject the original where it lies.
+                        self.finish_rejecting(&entry, &why.to_string(), true)
+                            .await?;
+                        return Ok(Outcome::Rejected(why.to_string()));
+                    }
+                },
+                Step::Received => match self.hash(&entry).await? {
+                    Ok(hashed) => {
+                        entry.hashed = Some(hashed);
+                        self.advance(&mut entry, Step::Hashed).await?;
+                    }
+                    Err(why) => self.start_rejecting(&mut entry, why).await?,
+                },
+                Step::Hashed => {
+                    self.upload(&entry).await?;
+                    self.advance(&mut entry, Step::Uploaded).await?;
+                }
+                Step::Uploaded => match self.commit(&entry).await? {
+                    Ok(bundle) => {
+                        entry.committed = Some(bundle);
+                        self.advance(&mut entry, Step::Committed).await?;
+                    }
+                    Err(why) => self.start_rejecting(&mut entry, why).await?,
+                },
+                Step::Committed => {
+                    let spool = self.spool.clone();
+                    let id = entry.id.clone();
+                    blocking(move || spool.remove(&id)).await?;
+                    self.crash_point(Step::Cleaned);
+                    let (Some(h), Some(b)) = (&entry.hashed, &entry.committed) else {
+                        return Err(StagerError::Journal {
+                            path: self.spool.entry_dir(&entry.id),
+                            message: "committed entry without its bundle".into(),
+                        });
+                    };
+                    tracing::info!(name = %entry.name, addr = %h.addr, version = b.version, bundle = %b.id, "bundle committed");
+                    return Ok(Outcome::Committed {
+                        addr: h.addr.to_string(),
+                        version: b.version,
+                        bundle: b.id,
+                    });
+                }
+                Step::Rejecting => {
+                    let why = entry.rejection.clone().unwrap_or_default();
+                    self.finish_rejecting(&entry, &why, false).await?;
+                    tracing::warn!(name = %entry.name, reason = %why, "bundle rejected");
+                    return Ok(Outcome::Rejected(why));
+                }
+                Step::Cleaned => return Ok(Outcome::Abandoned),
+            }
+        }
+    }
+
+    async fn advance(&self, entry: &mut Entry, step: Step) -> Result<(), StagerError> {
+        entry.step = step;
+        let spool = self.spool.clone();
+        let copy = entry.clone();
+        blocking(move || spool.save(&copy)).await?;
+        self.crash_point(step);
+        Ok(())
+    }
+
+    async fn start_rejecting(&self, entry: &mut Entry, why: Rejection) -> Result<(), StagerError> {
+        entry.rejection = Some(why.to_string());
+        self.advance(entry, Step::Rejecting).await
+    }
+
+    /// Kills the process without any cleanup when the test-only crash point names `step`.
+    fn crash_point(&self, step: Step) {
+        if self.crash_at == Some(step) {
+            tracing::warn!(%step, "crash point reached: killing the stager");
+            // SAFETY: sending a signal to ourselves has no memory-safety preconditions.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Moves (or, across filesystems, copies) `inbox/<name>` into the entry and makes it
+    /// durable.
+    async fn receive(&self, entry: &Entry) -> Result<Received, StagerError> {
+        let src = self.inbox.join(&entry.name);
+        let dest = self.spool.files_dir(&entry.id);
+        let spool_dir = self.spool.dir().to_owned();
+        blocking(move || {
+            if !dest.exists() {
+                if !src.is_dir() {
+                    return Ok(Received::Gone);
+                }
+                match std::fs::rename(&src, &dest) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                        // A copy cannot carry special files; check first so the original
+                        // is rejected whole instead of half-copied.
+                        if let Err(why) = tree::walk(&src) {
+                            return Ok(Received::Refused(why));
+                        }
+                        let partial = dest.with_extension("partial");
+                        copy_tree(&src, &partial)?;
+                        sync_filesystem(&partial).map_err(StagerError::io(&partial))?;
+                        std::fs::rename(&partial, &dest).map_err(StagerError::io(&partial))?;
+                        sync_filesystem(&spool_dir).map_err(StagerError::io(&spool_dir))?;
+                        std::fs::remove_dir_all(&src).map_err(StagerError::io(&src))?;
+                    }
+                    Err(e) => return Err(StagerError::io(&src)(e)),
+                }
+            }
+            // One syncfs makes every file moved in durable (data the writer left unsynced
+            // included), and the renames with it.
+            sync_filesystem(&spool_dir).map_err(StagerError::io(&spool_dir))?;
+            Ok(Received::Moved)
+        })
+        .await
+    }
+
+    async fn hash(&self, entry: &Entry) -> Result<Result<Hashed, Rejection>, StagerError> {
+        let root = self.spool.files_dir(&entry.id);
+        let threads = self.hash_threads;
+        let scanned = blocking(move || Ok(tree::scan(&root, None, threads))).await?;
+        Ok(scanned.map(|s| Hashed {
+            addr: s.addr,
+            bundle: s.index.id(),
+            index: s.index,
+            manifest: s.manifest,
+        }))
+    }
+
+    /// Uploads every distinct blob (skipping those the store has), then makes them durable.
+    async fn upload(&self, entry: &Entry) -> Result<(), StagerError> {
+        let hashed = self.hashed(entry)?;
+        let root = self.spool.files_dir(&entry.id);
+        let mut seen = std::collections::HashSet::new();
+        let jobs: Vec<_> = hashed
+            .index
+            .files()
+            .iter()
+            .filter(|f| seen.insert(f.blob))
+            .map(|f| (f.blob, root.join(f.path.as_str()), f.size))
+            .collect();
+        futures::stream::iter(jobs)
+            .map(|(blob, path, size)| async move {
+                let linkable = is_own_file(&path).await;
+                retry("upload", || {
+                    self.store.put_file(&blob, &path, size, linkable)
+                })
+                .await
+            })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<Vec<bool>>()
+            .await?;
+        retry("sync", || self.store.sync()).await?;
+        Ok(())
+    }
+
+    /// Commits the `ingest`. Retries until the coordinators answer; a refusal is final.
+    async fn commit(
+        &self,
+        entry: &Entry,
+    ) -> Result<Result<plotter2_node::protocol::BundleRef, Rejection>, StagerError> {
+        let hashed = self.hashed(entry)?;
+        let op = Op::Write(WriteOp::Ingest {
+            addr: hashed.addr.clone(),
+            bundle: hashed.bundle,
+            index: hashed.index.clone(),
+            manifest: Box::new(hashed.manifest.clone()),
+        });
+        // Provenance: the manifest's user when it names a valid one, else the stager's.
+        let client = match hashed
+            .manifest
+            .user
+            .as_deref()
+            .and_then(|u| UserName::parse(u).ok())
+        {
+            Some(user) => Client::with_nats(self.client.nats().clone(), user),
+            None => self.client.clone(),
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match client.call_with_id(entry.request, op.clone()).await {
+                Ok(Reply::Written(r)) => {
+                    return match r.bundle {
+                        Some(b) => Ok(Ok(b)),
+                        None => Err(StagerError::Coordinator(
+                            "the coordinator's answer to ingest has no bundle version".into(),
+                        )),
+                    };
+                }
+                Ok(other) => {
+                    return Err(StagerError::Coordinator(format!(
+                        "unexpected answer to ingest: {other:?}"
+                    )));
+                }
+                Err(ClientError::Api(e)) if !e.kind.retryable() => {
+                    return Ok(Err(Rejection::Refused(e.message)));
+                }
+                Err(e) => {
+                    tracing::warn!(name = %entry.name, error = %e, "ingest not committed yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn hashed<'e>(&self, entry: &'e Entry) -> Result<&'e Hashed, StagerError> {
+        entry.hashed.as_ref().ok_or_else(|| StagerError::Journal {
+            path: self.spool.entry_dir(&entry.id),
+            message: format!("step {} without the hashed bundle", entry.step),
+        })
+    }
+
+    /// Moves the bundle (from the spool, or with `from_inbox` straight from the inbox) to
+    /// `inbox/rejected/<name>` beside `<name>.error.txt`, then drops the entry. Safe to repeat
+    /// after a crash at any point.
+    async fn finish_rejecting(
+        &self,
+        entry: &Entry,
+        why: &str,
+        from_inbox: bool,
+    ) -> Result<(), StagerError> {
+        let rejected = self.rejected_dir();
+        let files = if from_inbox {
+            self.inbox.join(&entry.name)
+        } else {
+            self.spool.files_dir(&entry.id)
+        };
+        let name = entry.name.clone();
+        let id = entry.id.clone();
+        let spool = self.spool.clone();
+        let text = format!(
+            "plotter2 stager rejected the bundle {name:?} (spool entry {id}):\n\n{why}\n\n\
+             Nothing was stored. Fix the bundle, then move it back into the inbox \
+             (write it under inbox/.incoming/ and rename it into inbox/).\n"
+        );
+        blocking(move || {
+            std::fs::create_dir_all(&rejected).map_err(StagerError::io(&rejected))?;
+            // The same name may have been rejected before: keep both.
+            let mut target = rejected.join(&name);
+            let mut error_file = rejected.join(format!("{name}.error.txt"));
+            if files.exists() && target.exists() {
+                target = rejected.join(format!("{name}.{id}"));
+                error_file = rejected.join(format!("{name}.{id}.error.txt"));
+            }
+            plotter2_node::home::write_atomic(&error_file, text.as_bytes())
+                .map_err(|e| StagerError::Io(e.to_string()))?;
+            if files.exists() {
+                std::fs::rename(&files, &target).map_err(StagerError::io(&files))?;
+            }
+            std::fs::File::open(&rejected)
+                .and_then(|d| d.sync_all())
+                .map_err(StagerError::io(&rejected))?;
+            spool.remove(&id)
+        })
+        .await
+    }
+}
+
+/// True when `path` is a regular file with one link: safe for the store to take by hard link.
+async fn is_own_file(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(m) => m.file_type().is_file() && m.nlink() == 1,
+        Err(_) => false,
+    }
+}
+
+/// Retries a store operation with backoff: transient errors must not lose a bundle, and the
+/// entry stays in the spool meanwhile.
+async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, StagerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, plotter2_node::store::StoreError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+enum Received {
+    Moved,
+    /// The folder left the inbox before it was moved in.
+    Gone,
+    /// Refused before anything was moved (only when copying across filesystems).
+    Refused(Rejection),
+}
+
+/// Copies a folder tree (regular files, folders and symlinks; the caller has checked there is
+/// nothing else), fsync'ing nothing: the caller syncs the filesystem once.
+fn copy_tree(src: &Path, dest: &Path) -> Result<(), StagerError> {
+    std::fs::create_dir_all(dest).map_err(StagerError::io(dest))?;
+    for item in std::fs::read_dir(src).map_err(StagerError::io(src))? {
+        let item = item.map_err(StagerError::io(src))?;
+        let from = item.path();
+        let to = dest.join(item.file_name());
+        let ft = item.file_type().map_err(StagerError::io(&from))?;
+        if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(StagerError::io(&from))?;
+            std::os::unix::fs::symlink(target, &to).map_err(StagerError::io(&to))?;
+        } else if ft.is_file() {
+            std::fs::copy(&from, &to).map_err(StagerError::io(&from))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs blocking work off the runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StagerError> + Send + 'static,
+) -> Result<T, StagerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StagerError::Io(format!("blocking task failed: {e}")))?
+}

@@ -1,0 +1,633 @@
+//! `plotter2 push`: a bundle folder streamed to a stager over NATS, both ends.
+//!
+//! The protocol is content-addressed, so it resumes by itself:
+//! 1. `open` (any stager, queue group): "which of these blobs do you need, and from which
+//!    offset?" — a blob already in the store is never sent again; a partly received one
+//!    continues where it stopped (on the stager that holds the part).
+//! 2. chunks to that stager's own subject, published in order with a bounded window of
+//!    unacknowledged chunks (flow control and bounded memory on both sides). The last chunk
+//!    of a blob is acknowledged once the blob is verified and stored.
+//! 3. `commit` (any stager): checks every blob is in the store, reads the manifest from the
+//!    stored `manifest.json`, and commits the `ingest` under the pusher's request id and user.
+//!    The answer comes only after the coordinator committed.
+
+use std::io::IsTerminal;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use plotter2_node::Address;
+use plotter2_node::bundle::{FileIndex, Hash, hash_reader};
+use plotter2_node::client::{Client, ClientError};
+use plotter2_node::manifest::Manifest;
+use plotter2_node::protocol::{self, ApiError, BundleRef, Op, Reply, RequestId, UserName, WriteOp};
+use plotter2_node::store::BlobStore;
+use serde::{Deserialize, Serialize};
+
+use crate::StagerError;
+use crate::pipeline::blocking;
+use crate::tree::{self, MANIFEST};
+
+pub const OPEN_SUBJECT: &str = "p2.stager.push.open";
+pub const COMMIT_SUBJECT: &str = "p2.stager.push.commit";
+/// Queue group of every stager: `open` and `commit` go to any one of them.
+pub const QUEUE: &str = "p2-stagers";
+/// Part files of blobs being received, under the spool.
+pub const PARTS_DIR: &str = ".push";
+/// Largest chunk; smaller when the server's `max_payload` is.
+const MAX_CHUNK: usize = 1024 * 1024;
+/// Chunks published and not yet acknowledged.
+const WINDOW: usize = 8;
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn chunk_subject(stager: &str) -> String {
+    format!("p2.stager.{stager}.chunk")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Open {
+    /// Each distinct blob of the bundle with its size.
+    blobs: Vec<(Hash, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Opened {
+    stager: String,
+    /// Blobs to send, each from an offset (non-zero when a part was already received).
+    need: Vec<(Hash, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Chunk {
+    blob: Hash,
+    size: u64,
+    offset: u64,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChunkAck {
+    blob: Hash,
+    /// The offset the stager expects next for this blob.
+    next: u64,
+    /// The blob is complete, verified and in the store.
+    stored: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Commit {
+    id: RequestId,
+    user: UserName,
+    /// `None`: the manifest's `meta.address`.
+    addr: Option<Address>,
+    index: FileIndex,
+}
+
+/// What a committed push answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pushed {
+    pub address: Address,
+    pub bundle: BundleRef,
+    /// Bytes actually sent (less than the bundle when the stager had some already).
+    pub sent_bytes: u64,
+    pub total_bytes: u64,
+    pub files: u64,
+}
+
+type Answer<T> = Result<T, ApiError>;
+
+fn encode<T: Serialize>(v: &T) -> Bytes {
+    // Encoding our own plain structs cannot fail; an empty payload would be refused anyway.
+    Bytes::from(protocol::encode(v).unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------
+// Receiver (runs inside the stager).
+
+/// Serves `open`, `commit` and this stager's chunks until the task is aborted.
+pub async fn serve(client: Client, name: String, store: BlobStore, parts: PathBuf) {
+    if let Err(e) = serve_inner(client, name, store, parts).await {
+        tracing::error!(error = %e, "push receiver stopped");
+    }
+}
+
+async fn serve_inner(
+    client: Client,
+    name: String,
+    store: BlobStore,
+    parts: PathBuf,
+) -> Result<(), StagerError> {
+    tokio::fs::create_dir_all(&parts)
+        .await
+        .map_err(StagerError::io(&parts))?;
+    let nats = client.nats().clone();
+    let nats_err = |e: async_nats::SubscribeError| StagerError::Push(e.to_string());
+    let mut opens = nats
+        .queue_subscribe(OPEN_SUBJECT, QUEUE.into())
+        .await
+        .map_err(nats_err)?;
+    let mut commits = nats
+        .queue_subscribe(COMMIT_SUBJECT, QUEUE.into())
+        .await
+        .map_err(nats_err)?;
+    let mut chunks = nats
+        .subscribe(chunk_subject(&name))
+        .await
+        .map_err(nats_err)?;
+    let receiver = Arc::new(Receiver {
+        name,
+        store,
+        parts,
+        client,
+    });
+    loop {
+        tokio::select! {
+            Some(msg) = opens.next() => {
+                let r = receiver.clone();
+                tokio::spawn(async move { r.answer(msg, |b| r.open(b)).await });
+            }
+            Some(msg) = commits.next() => {
+                let r = receiver.clone();
+                tokio::spawn(async move { r.answer(msg, |b| r.commit(b)).await });
+            }
+            // Chunks are handled one at a time, in arrival order: a blob's chunks arrive in
+            // the order they were published.
+            Some(msg) = chunks.next() => {
+                receiver.answer(msg, |b| receiver.chunk(b)).await;
+            }
+            else => return Ok(()),
+        }
+    }
+}
+
+struct Receiver {
+    name: String,
+    store: BlobStore,
+    parts: PathBuf,
+    client: Client,
+}
+
+impl Receiver {
+    async fn answer<'a, T, F, Fut>(&'a self, msg: async_nats::Message, handle: F)
+    where
+        T: Serialize,
+        F: FnOnce(Bytes) -> Fut,
+        Fut: Future<Output = Answer<T>> + 'a,
+    {
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        let answer = handle(msg.payload).await;
+        if let Err(e) = self.client.nats().publish(reply, encode(&answer)).await {
+            tracing::warn!(error = %e, "could not answer a pusher");
+        }
+    }
+
+    fn part_path(&self, blob: &Hash) -> PathBuf {
+        self.parts.join(format!("{}.part", blob.hex()))
+    }
+
+    async fn open(&self, body: Bytes) -> Answer<Opened> {
+        let open: Open = protocol::decode(&body)?;
+        let mut need = Vec::new();
+        for (blob, _size) in open.blobs {
+            let has = self
+                .store
+                .has_blob(&blob)
+                .await
+                .map_err(|e| ApiError::new(protocol::ErrorKind::Internal, e.to_string()))?;
+            if !has {
+                let from = tokio::fs::metadata(self.part_path(&blob))
+                    .await
+                    .map_or(0, |m| m.len());
+                need.push((blob, from));
+            }
+        }
+        Ok(Opened {
+            stager: self.name.clone(),
+            need,
+        })
+    }
+
+    async fn chunk(&self, body: Bytes) -> Answer<ChunkAck> {
+        let c: Chunk = protocol::decode(&body)?;
+        let path = self.part_path(&c.blob);
+        let end = c.offset + c.data.len() as u64;
+        if end > c.size {
+            return Err(ApiError::bad_request(format!(
+                "chunk of {} ends at {end}, past its size {}",
+                c.blob, c.size
+            )));
+        }
+        let (blob, size, offset) = (c.blob, c.size, c.offset);
+        let written = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)?;
+                let have = f.metadata()?.len();
+                if have != offset {
+                    return Ok(have);
+                }
+                f.write_all_at(&c.data, offset)?;
+                if end == size {
+                    f.sync_all()?;
+                }
+                Ok(end)
+            })
+            .await
+        };
+        let next = match written {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(internal(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(internal(e.to_string())),
+        };
+        if next != end || end != size {
+            return Ok(ChunkAck {
+                blob,
+                next,
+                stored: false,
+            });
+        }
+        // The blob is complete: verify it, store it, drop the part.
+        let check = path.clone();
+        let got =
+            tokio::task::spawn_blocking(move || std::fs::File::open(&check).and_then(hash_reader))
+                .await
+                .map_err(|e| internal(e.to_string()))?
+                .map_err(|e| internal(e.to_string()))?;
+        if got.0 != blob {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ApiError::bad_request(format!(
+                "the bytes sent for {blob} hash to {}; the file changed while it was pushed — push again",
+                got.0
+            )));
+        }
+        self.store
+            .put_file(&blob, &path, size, true)
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        self.store
+            .sync()
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let _ = tokio::fs::remove_file(&path).await;
+        Ok(ChunkAck {
+            blob,
+            next: size,
+            stored: true,
+        })
+    }
+
+    async fn commit(&self, body: Bytes) -> Answer<Pushed> {
+        let c: Commit = protocol::decode(&body)?;
+        let mut blobs: Vec<Hash> = c.index.files().iter().map(|f| f.blob).collect();
+        blobs.sort();
+        blobs.dedup();
+        let missing: Vec<Hash> = futures::stream::iter(blobs)
+            .map(|b| async move { (b, self.store.has_blob(&b).await) })
+            .buffer_unordered(16)
+            .filter_map(|(b, has)| async move { (!matches!(has, Ok(true))).then_some(b) })
+            .collect()
+            .await;
+        if let Some(first) = missing.first() {
+            return Err(ApiError::bad_request(format!(
+                "{} blob(s) of the bundle are not in the store (first: {first}); push again to send them",
+                missing.len()
+            )));
+        }
+        let Some(entry) = c.index.get(MANIFEST) else {
+            return Err(ApiError::bad_request(
+                tree::Rejection::NoManifest.to_string(),
+            ));
+        };
+        let bytes = self
+            .store
+            .get_blob(&entry.blob)
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let manifest =
+            Manifest::from_json(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let addr = match (c.addr.as_ref(), &manifest.meta.address) {
+            (Some(a), _) | (None, Some(a)) => a.clone(),
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    tree::Rejection::NoAddress.to_string(),
+                ));
+            }
+        };
+        let as_user = Client::with_nats(self.client.nats().clone(), c.user);
+        let op = Op::Write(WriteOp::Ingest {
+            addr: addr.clone(),
+            bundle: c.index.id(),
+            index: c.index.clone(),
+            manifest: Box::new(manifest),
+        });
+        match as_user.call_with_id(c.id, op).await {
+            Ok(Reply::Written(r)) => match r.bundle {
+                Some(bundle) => Ok(Pushed {
+                    address: addr,
+                    bundle,
+                    sent_bytes: 0,
+                    total_bytes: c.index.total_bytes(),
+                    files: c.index.files().len() as u64,
+                }),
+                None => Err(internal("the coordinator's answer has no bundle version")),
+            },
+            Ok(other) => Err(internal(format!("unexpected answer to ingest: {other:?}"))),
+            Err(ClientError::Api(e)) => Err(e),
+            Err(e) => Err(ApiError::new(protocol::ErrorKind::NoQuorum, e.to_string())),
+        }
+    }
+}
+
+fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(protocol::ErrorKind::Internal, message)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sender (the CLI).
+
+/// Pushes the bundle folder `dir` to `addr` (or the manifest's `meta.address`) and returns
+/// once the coordinator has committed it. Retries from `open` after a lost stager or a
+/// disconnect until `deadline`: what a stager already has is not sent again.
+pub async fn push(
+    client: &Client,
+    dir: &Path,
+    addr: Option<Address>,
+    deadline: Duration,
+) -> Result<Pushed, StagerError> {
+    let root = dir.to_owned();
+    let override_addr = addr.clone();
+    let scanned = blocking(move || {
+        tree::scan(&root, override_addr.as_ref(), tree::default_threads()).map_err(Into::into)
+    })
+    .await?;
+    let mut blobs: Vec<(Hash, u64, PathBuf)> = scanned
+        .entries()
+        .map(|(e, f)| (e.blob, e.size, f.fs_path.clone()))
+        .collect();
+    blobs.sort_by(|a, b| a.0.cmp(&b.0));
+    blobs.dedup_by(|a, b| a.0 == b.0);
+    let id = RequestId::new();
+    let start = Instant::now();
+    let mut progress = Progress::new(scanned.index.total_bytes());
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match attempt(
+            client,
+            &blobs,
+            &scanned.index,
+            addr.clone(),
+            id,
+            &mut progress,
+        )
+        .await
+        {
+            Ok(mut pushed) => {
+                progress.finish();
+                pushed.sent_bytes = progress.sent;
+                return Ok(pushed);
+            }
+            Err(Attempt::Final(e)) => {
+                progress.finish();
+                return Err(e);
+            }
+            Err(Attempt::Retry(why)) => {
+                if start.elapsed() + backoff > deadline {
+                    progress.finish();
+                    return Err(StagerError::Push(format!(
+                        "push did not complete within {}s; last: {why}. Is a stager running (`plotter2 up` runs one)? \
+                         Pushing again sends only what is missing.",
+                        deadline.as_secs()
+                    )));
+                }
+                tracing::warn!(%why, "push interrupted; resuming");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Retry(String),
+    Final(StagerError),
+}
+
+async fn request<T: for<'de> Deserialize<'de>>(
+    nats: &async_nats::Client,
+    subject: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<T, Attempt> {
+    let msg = tokio::time::timeout(timeout, nats.request(subject.to_owned(), body))
+        .await
+        .map_err(|_| Attempt::Retry(format!("no answer on {subject} within {timeout:?}")))?
+        .map_err(|e| Attempt::Retry(format!("{subject}: {e}")))?;
+    let answer: Answer<T> = protocol::decode(&msg.payload)
+        .map_err(|e| Attempt::Final(StagerError::Push(e.to_string())))?;
+    answer.map_err(|e| {
+        if e.kind.retryable() || e.kind == protocol::ErrorKind::Internal {
+            Attempt::Retry(e.message)
+        } else {
+            Attempt::Final(StagerError::Push(e.message))
+        }
+    })
+}
+
+async fn attempt(
+    client: &Client,
+    blobs: &[(Hash, u64, PathBuf)],
+    index: &FileIndex,
+    addr: Option<Address>,
+    id: RequestId,
+    progress: &mut Progress,
+) -> Result<Pushed, Attempt> {
+    let nats = client.nats();
+    let open = Open {
+        blobs: blobs.iter().map(|(h, s, _)| (*h, *s)).collect(),
+    };
+    let opened: Opened = request(nats, OPEN_SUBJECT, encode(&open), OPEN_TIMEOUT).await?;
+    let chunk_size = (nats.server_info().max_payload.saturating_sub(4096)).clamp(4096, MAX_CHUNK);
+    for (blob, from) in &opened.need {
+        let Some((_, size, path)) = blobs.iter().find(|(h, _, _)| h == blob) else {
+            continue;
+        };
+        send_blob(
+            nats,
+            &opened.stager,
+            *blob,
+            *size,
+            *from,
+            path,
+            chunk_size,
+            progress,
+        )
+        .await?;
+    }
+    let commit = Commit {
+        id,
+        user: client.user().clone(),
+        addr,
+        index: index.clone(),
+    };
+    request(nats, COMMIT_SUBJECT, encode(&commit), COMMIT_TIMEOUT).await
+}
+
+/// Sends one blob from `from`, keeping at most [`WINDOW`] chunks unacknowledged.
+#[allow(clippy::too_many_arguments)]
+async fn send_blob(
+    nats: &async_nats::Client,
+    stager: &str,
+    blob: Hash,
+    size: u64,
+    from: u64,
+    path: &Path,
+    chunk_size: usize,
+    progress: &mut Progress,
+) -> Result<(), Attempt> {
+    let retry = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
+    let inbox = nats.new_inbox();
+    let mut acks = nats.subscribe(inbox.clone()).await.map_err(|e| retry(&e))?;
+    let file = Arc::new(
+        std::fs::File::open(path)
+            .map_err(|e| Attempt::Final(StagerError::Push(format!("{}: {e}", path.display()))))?,
+    );
+    let subject = chunk_subject(stager);
+    let mut offset = from;
+    // The offset each unacknowledged chunk ends at, oldest first.
+    let mut expected = std::collections::VecDeque::new();
+    let mut acked = from;
+    let mut broken = None;
+    if size == 0 {
+        // An empty blob is one empty chunk.
+        expected.push_back(0);
+        let c = Chunk {
+            blob,
+            size,
+            offset: 0,
+            data: Vec::new(),
+        };
+        nats.publish_with_reply(subject.clone(), inbox.clone(), encode(&c))
+            .await
+            .map_err(|e| retry(&e))?;
+    }
+    loop {
+        while broken.is_none() && expected.len() < WINDOW && offset < size {
+            let len = chunk_size.min((size - offset) as usize);
+            let f = file.clone();
+            let at = offset;
+            let data = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, at).map(|()| buf)
+            })
+            .await
+            .map_err(|e| retry(&e))?
+            .map_err(|e| Attempt::Final(StagerError::Push(format!("{}: {e}", path.display()))))?;
+            let c = Chunk {
+                blob,
+                size,
+                offset,
+                data,
+            };
+            nats.publish_with_reply(subject.clone(), inbox.clone(), encode(&c))
+                .await
+                .map_err(|e| retry(&e))?;
+            offset += len as u64;
+            expected.push_back(offset);
+        }
+        let Some(want) = expected.pop_front() else {
+            return match broken {
+                // The stager holds a different prefix (it restarted, or another pusher sent
+                // the same blob): open again to learn where to resume.
+                Some(next) => Err(Attempt::Retry(format!(
+                    "stager expects {blob} from offset {next}"
+                ))),
+                None => Ok(()),
+            };
+        };
+        let msg = tokio::time::timeout(ACK_TIMEOUT, acks.next())
+            .await
+            .map_err(|_| Attempt::Retry(format!("stager {stager} stopped acknowledging")))?
+            .ok_or_else(|| Attempt::Retry("acknowledgements ended".into()))?;
+        let ack: Answer<ChunkAck> = protocol::decode(&msg.payload)
+            .map_err(|e| Attempt::Final(StagerError::Push(e.to_string())))?;
+        let ack = ack.map_err(|e| {
+            if e.kind == protocol::ErrorKind::BadRequest {
+                Attempt::Final(StagerError::Push(e.message))
+            } else {
+                Attempt::Retry(e.message)
+            }
+        })?;
+        if ack.next > acked {
+            progress.add(ack.next - acked);
+            acked = ack.next;
+            progress.show();
+        }
+        if ack.stored {
+            return Ok(());
+        }
+        if ack.next != want {
+            broken = Some(ack.next);
+        }
+    }
+}
+
+/// A one-line progress report on stderr when it is a terminal.
+struct Progress {
+    total: u64,
+    sent: u64,
+    on: bool,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        Self {
+            total,
+            sent: 0,
+            on: std::io::stderr().is_terminal(),
+            last: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    fn show(&mut self) {
+        if !self.on || self.last.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last = Instant::now();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let pct = if self.total == 0 {
+            100.0
+        } else {
+            100.0 * self.sent as f64 / self.total as f64
+        };
+        eprint!(
+            "\rpush: {:.1} / {:.1} MiB sent ({pct:.0}%)",
+            mib(self.sent),
+            mib(self.total)
+        );
+    }
+
+    fn finish(&mut self) {
+        if self.on {
+            self.last = Instant::now() - Duration::from_secs(1);
+            self.show();
+            eprintln!();
+        }
+    }
+}
