@@ -451,6 +451,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn files_go_in_by_link_or_in_parts_and_come_back_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store").to_str().unwrap()).unwrap();
+        // Small, taken by hard link: no copy, read-only in the store.
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"linked").unwrap();
+        let h = Hash::of(b"linked");
+        assert!(store.put_file(&h, &small, 6, true).await.unwrap());
+        assert!(!store.put_file(&h, &small, 6, true).await.unwrap(), "once");
+        store.sync().await.unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let blob = dir.path().join("store").join(h.blob_key());
+        assert_eq!(
+            std::fs::metadata(&blob).unwrap().ino(),
+            std::fs::metadata(&small).unwrap().ino()
+        );
+        assert_eq!(std::fs::metadata(&blob).unwrap().mode() & 0o777, 0o444);
+        // Large, not linkable: multipart through the object store.
+        let big: Vec<u8> = (0..(MULTIPART_THRESHOLD as usize + 3 * PART_BYTES / 2))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let path = dir.path().join("big");
+        std::fs::write(&path, &big).unwrap();
+        let hb = Hash::of(&big);
+        assert!(
+            store
+                .put_file(&hb, &path, big.len() as u64, false)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_file(&hb, &path, big.len() as u64, false)
+                .await
+                .unwrap()
+        );
+        let out = dir.path().join("out");
+        assert_eq!(
+            store.fetch_to_file(&hb, &out).await.unwrap(),
+            big.len() as u64
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), big);
+        // A wrong hash is caught while streaming, and the file is removed.
+        let wrong = Hash::of(b"other");
+        std::fs::create_dir_all(
+            dir.path()
+                .join("store")
+                .join(wrong.blob_key())
+                .parent()
+                .unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("store").join(wrong.blob_key()),
+            b"not other",
+        )
+        .unwrap();
+        let bad = dir.path().join("bad");
+        assert!(matches!(
+            store.fetch_to_file(&wrong, &bad).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(!bad.exists());
+    }
+
+    #[tokio::test]
     async fn bad_urls_and_unreachable_stores_are_clear_errors() {
         for (url, why) in [
             ("s3://", "bucket"),

@@ -5,5 +5,6 @@ mod support;
 
 mod bad_input;
 mod failover;
+mod stager;
 mod tour;
 mod up;

@@ -376,3 +376,259 @@ pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A real `plotter2 stager` process with its own home (inbox, spool) on a cluster.
+pub struct Stager {
+    pub home: PathBuf,
+    pub store: String,
+    nats: String,
+    /// Test-only crash point for the next start.
+    pub crash_at: Option<String>,
+    child: Option<Child>,
+}
+
+impl Stager {
+    /// A stager using `home` for inbox and spool, and `store` (a URL) for blobs.
+    pub fn start(cluster: &Cluster, home: &Path, store: &str) -> Self {
+        let mut s = Stager {
+            home: home.to_owned(),
+            store: store.to_owned(),
+            nats: cluster.nats.url(),
+            crash_at: None,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.home).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("stager.log"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["stager", "--home"])
+            .arg(&self.home)
+            .args([
+                "--nats",
+                &self.nats,
+                "--store",
+                &self.store,
+                "--rescan",
+                "0.5",
+            ])
+            .env("RUST_LOG", "info")
+            .env("P2_USER", "stager")
+            .envs(S3_TEST_ENV.iter().copied())
+            .env_remove(plotter2_stager::pipeline::CRASH_ENV)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(step) = &self.crash_at {
+            cmd.env(plotter2_stager::pipeline::CRASH_ENV, step);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    pub fn inbox(&self) -> PathBuf {
+        self.home.join("inbox")
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.home.join("temp")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (a crash point), or panics after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("stager running");
+        let status = wait_for(limit, "the stager to exit", || {
+            let s = child.try_wait().unwrap();
+            async move { s }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
+    /// Runs the CLI with this stager's store and the cluster's NATS.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let mut env = vec![
+            ("P2_NATS", self.nats.as_str()),
+            ("P2_USER", "tali"),
+            ("P2_STORE", self.store.as_str()),
+        ];
+        env.extend(S3_TEST_ENV.iter().copied());
+        cli_env(args, &env)
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(args);
+        assert!(ok, "plotter2 {args:?} failed: {err}");
+        out
+    }
+
+    /// Files of the spool, ignoring the push parts folder when it is empty.
+    pub fn spool_entries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.spool()).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == ".push" && std::fs::read_dir(e.path()).unwrap().next().is_none() {
+                continue;
+            }
+            out.push(name);
+        }
+        out
+    }
+}
+
+impl Drop for Stager {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Writes a bundle folder at `dir`: `manifest.json` (when given) and the files.
+pub fn write_bundle(dir: &Path, manifest: Option<&str>, files: &[(&str, &[u8])]) {
+    std::fs::create_dir_all(dir).unwrap();
+    if let Some(m) = manifest {
+        std::fs::write(dir.join("manifest.json"), m).unwrap();
+    }
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+/// Drops a bundle the safe way: written under `inbox/.incoming/`, then renamed in.
+pub fn drop_bundle(inbox: &Path, name: &str, manifest: Option<&str>, files: &[(&str, &[u8])]) {
+    let staging = inbox.join(".incoming").join(name);
+    write_bundle(&staging, manifest, files);
+    std::fs::create_dir_all(inbox).unwrap();
+    std::fs::rename(&staging, inbox.join(name)).unwrap();
+}
+
+/// A manifest sending the bundle to `addr`.
+pub fn manifest_for(addr: &str) -> String {
+    format!(r#"{{"manifest_version": 1, "user": "tali", "meta": {{"address": "{addr}"}}}}"#)
+}
+
+/// Every file under `root`: relative path → (content, permission bits). For comparing trees.
+pub fn read_tree(root: &Path) -> std::collections::BTreeMap<String, (Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
+                out.insert(rel, (std::fs::read(&p).unwrap(), mode));
+            }
+        }
+    }
+    out
+}
+
+/// The bundle versions of `addr` as `show --json` reports them (empty when it does not exist).
+pub async fn bundles_of(client: &Client, addr: &str) -> Vec<serde_json::Value> {
+    use plotter2_node::protocol::{Op, ReadOp, Reply};
+    let op = Op::Read(ReadOp::Show {
+        addr: plotter2_node::Address::parse(addr).unwrap(),
+    });
+    match client.call(op).await {
+        Ok(Reply::Node(n)) => serde_json::to_value(&n.bundles)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until `addr` has at least `n` bundle versions; returns them.
+pub async fn wait_versions(
+    client: &Client,
+    addr: &str,
+    n: usize,
+    limit: Duration,
+) -> Vec<serde_json::Value> {
+    wait_for(
+        limit,
+        &format!("{n} bundle version(s) at {addr}"),
+        || async {
+            let b = bundles_of(client, addr).await;
+            (b.len() >= n).then_some(b)
+        },
+    )
+    .await
+}
+
+/// Credentials for the test S3 server (it accepts any); harmless for a local store.
+pub const S3_TEST_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "plotter2-test"),
+    ("AWS_SECRET_ACCESS_KEY", "plotter2-test"),
+];
+
+/// A real S3-compatible server (moto's, from PyPI) on a free port, with one bucket.
+pub struct S3Server {
+    pub port: u16,
+    child: Child,
+}
+
+impl S3Server {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("s3.log")).unwrap();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server must be installed: pip install 'moto[server]' (see .ci/run)");
+        wait_listening(port, Duration::from_secs(30));
+        // A PUT on the bucket's path creates it.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "PUT /plotter2 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "creating the bucket: {answer}"
+        );
+        S3Server { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "s3://plotter2?endpoint=http://127.0.0.1:{}&region=us-east-1",
+            self.port
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
