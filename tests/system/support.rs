@@ -436,6 +436,10 @@ impl Stager {
         self.home.join("inbox")
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn spool(&self) -> PathBuf {
         self.home.join("temp")
     }
