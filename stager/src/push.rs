@@ -42,8 +42,20 @@ const MAX_CHUNK: usize = 1024 * 1024;
 /// Chunks published and not yet acknowledged.
 const WINDOW: usize = 8;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an ordinary chunk may wait for its acknowledgement. The last chunk of a blob waits
+/// longer: the stager verifies and stores the whole blob first (see [`ack_timeout`]).
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The wait for the acknowledgement of a chunk ending at `end` of a blob of `size` bytes:
+/// storing the blob is allowed 20 MB/s, the slowest store we expect.
+fn ack_timeout(end: u64, size: u64) -> Duration {
+    if end < size {
+        ACK_TIMEOUT
+    } else {
+        ACK_TIMEOUT + Duration::from_secs(size / 20_000_000)
+    }
+}
 
 fn chunk_subject(stager: &str) -> String {
     format!("p2.stager.{stager}.chunk")
@@ -556,10 +568,16 @@ async fn send_blob(
                 None => Ok(()),
             };
         };
-        let msg = tokio::time::timeout(ACK_TIMEOUT, acks.next())
+        let msg = tokio::time::timeout(ack_timeout(want, size), acks.next())
             .await
             .map_err(|_| Attempt::Retry(format!("stager {stager} stopped acknowledging")))?
             .ok_or_else(|| Attempt::Retry("acknowledgements ended".into()))?;
+        if msg
+            .status
+            .is_some_and(|s| s == async_nats::StatusCode::NO_RESPONDERS)
+        {
+            return Err(Attempt::Retry(format!("stager {stager} is gone")));
+        }
         let ack: Answer<ChunkAck> = protocol::decode(&msg.payload)
             .map_err(|e| Attempt::Final(StagerError::Push(e.to_string())))?;
         let ack = ack.map_err(|e| {

@@ -480,3 +480,101 @@ async fn leader_kill_during_ingest_of_20_bundles() {
     })
     .await;
 }
+
+/// Two stagers (own inboxes) on one cluster and store both ingest; a push interrupted by a
+/// kill -9 of the stager resumes and sends only what the stagers did not have yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_stagers_and_push_resumes_after_a_stager_crash() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let mut first = Stager::start(&c, &c.dir.path().join("s1"), &store);
+    let second = Stager::start(&c, &c.dir.path().join("s2"), &store);
+    let client = c.client().await;
+    drop_bundle(
+        &first.inbox(),
+        "x",
+        Some(&manifest_for("/multi/one")),
+        &[("a", b"1")],
+    );
+    drop_bundle(
+        &second.inbox(),
+        "y",
+        Some(&manifest_for("/multi/two")),
+        &[("b", b"2")],
+    );
+    wait_versions(&client, "/multi/one", 1, LIMIT).await;
+    wait_versions(&client, "/multi/two", 1, LIMIT).await;
+
+    // Only the first stager runs during the push; it dies once a blob is stored.
+    let mut second = second;
+    second.kill9();
+    let dir = c.dir.path().join("resume");
+    let files: Vec<(String, Vec<u8>)> = (0..6u8)
+        .map(|k| (format!("part{k}.bin"), vec![k; 16 << 20]))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    write_bundle(&dir, Some(&manifest_for("/multi/pushed")), &refs);
+    let mut env: Vec<(String, String)> = vec![
+        ("P2_NATS".into(), c.nats.url()),
+        ("P2_USER".into(), "tali".into()),
+    ];
+    env.extend(
+        crate::support::S3_TEST_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let push = std::process::Command::new(crate::support::BIN)
+        .args(["push", dir.to_str().unwrap(), "--json", "--timeout", "120"])
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let blobs = c.dir.path().join("source").join("blobs");
+    let stored = || walk_count(&blobs);
+    let before = stored();
+    wait_for(LIMIT, "the first pushed blob to be stored", || async {
+        (stored() > before).then_some(())
+    })
+    .await;
+    first.kill9();
+    first.spawn();
+    let out = tokio::task::spawn_blocking(move || push.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (sent, total) = (
+        pushed["sent_bytes"].as_u64().unwrap(),
+        pushed["total_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        sent < total,
+        "the resumed push re-sent everything: {sent} of {total}"
+    );
+    let restored = c.dir.path().join("resume-restored");
+    first.cli_ok(&["get", "/multi/pushed", "--to", restored.to_str().unwrap()]);
+    assert_eq!(read_tree(&restored), read_tree(&dir));
+}
+
+fn walk_count(dir: &Path) -> usize {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    list.filter_map(Result::ok)
+        .map(|e| {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk_count(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
