@@ -143,9 +143,21 @@ impl BlobStore {
             url: self.url.clone(),
             message,
         };
-        match tokio::time::timeout(CHECK_TIMEOUT, self.inner.head(&probe)).await {
+        // A missing bucket answers a HEAD of a key like a missing key; a listing tells them
+        // apart.
+        let ask = async {
+            match self.inner.head(&probe).await {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            self.inner
+                .list_with_delimiter(Some(&ObjectPath::from("blobs")))
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, ask).await {
             Err(_) => Err(unreachable(format!("no answer within {CHECK_TIMEOUT:?}"))),
-            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
         }
     }

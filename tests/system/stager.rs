@@ -578,3 +578,38 @@ fn walk_count(dir: &Path) -> usize {
         })
         .sum()
 }
+
+/// A wrong bucket or endpoint stops the stager at start-up with a clear error.
+#[test]
+fn a_wrong_store_is_an_error_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(dir.path());
+    let wrong_bucket = s3.url().replace("s3://plotter2", "s3://no-such-bucket");
+    let closed = format!(
+        "s3://b?endpoint=http://127.0.0.1:{}&region=us-east-1",
+        crate::support::free_port()
+    );
+    for (url, why) in [
+        (wrong_bucket.as_str(), "NoSuchBucket"),
+        (closed.as_str(), "does not answer"),
+    ] {
+        let mut env = vec![("P2_STORE", url)];
+        env.extend(crate::support::S3_TEST_ENV.iter().copied());
+        let home = dir.path().join("home");
+        let (ok, _, err) = crate::support::cli_env(
+            &[
+                "stager",
+                "--home",
+                home.to_str().unwrap(),
+                "--nats",
+                "nats://127.0.0.1:1",
+            ],
+            &env,
+        );
+        assert!(!ok, "{url}: the stager must not start");
+        assert!(
+            err.contains(why) && err.contains("Check the endpoint, bucket"),
+            "{url}: {err}"
+        );
+    }
+}

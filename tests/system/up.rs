@@ -87,7 +87,7 @@ fn up_survives_kill9_of_the_whole_tree_and_stops_on_sigterm() {
 
     // kill -9 the whole tree.
     let tree = children(&home);
-    assert_eq!(tree.len(), 4, "nats + 3 coordinators");
+    assert_eq!(tree.len(), 5, "nats + 3 coordinators + stager");
     let _ = up.kill();
     let _ = up.wait();
     for pid in &tree {
@@ -95,6 +95,13 @@ fn up_survives_kill9_of_the_whole_tree_and_stops_on_sigterm() {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     wait_gone(&tree);
+    // A bundle dropped while everything is down is ingested by the stager `up` runs.
+    crate::support::drop_bundle(
+        &home.join("inbox"),
+        "while-down",
+        Some(&crate::support::manifest_for("/persist/data")),
+        &[("x.csv", b"1,2\n")],
+    );
 
     let mut up = start_up(&home, port, 3);
     let (ok, show, err) = cli(&home, &["show", "/persist", "--json"]);
@@ -103,14 +110,29 @@ fn up_survives_kill9_of_the_whole_tree_and_stops_on_sigterm() {
     assert_eq!(show["own"]["a"], 1);
     let (ok, requests, _) = cli(&home, &["requests", "--json"]);
     assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&requests)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    let news = serde_json::from_str::<serde_json::Value>(&requests)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verb"] == "new")
+        .count();
+    assert_eq!(news, 1, "the write before the kill, once");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, show, _) = cli(&home, &["show", "/persist/data", "--json"]);
+        if ok {
+            let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+            if show["bundles"].as_array().is_some_and(|b| b.len() == 1) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped bundle was not ingested"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A coordinator killed under `up` is restarted by the watchdog.
     let tree = children(&home);
@@ -120,7 +142,7 @@ fn up_survives_kill9_of_the_whole_tree_and_stops_on_sigterm() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = children(&home);
-        if now.len() == 4 && !now.contains(&victim) {
+        if now.len() == 5 && !now.contains(&victim) {
             break;
         }
         assert!(
