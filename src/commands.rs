@@ -295,14 +295,18 @@ async fn get(
         plotter2_stager::get::file_to_stdout(&store, &detail, path.as_str()).await?;
         return Ok(());
     }
-    let dest = to.unwrap_or_else(|| {
-        let mut d = home.output();
-        for seg in detail.address.segments() {
-            d.push(seg);
+    let (dest, replace) = match to {
+        Some(dir) => (dir, false),
+        // The managed output folder: a repeated get replaces what is there.
+        None => {
+            let mut d = home.output();
+            for seg in detail.address.segments() {
+                d.push(seg);
+            }
+            (d.join(format!("v{}", detail.version.version)), true)
         }
-        d.join(format!("v{}", detail.version.version))
-    });
-    plotter2_stager::get::materialise(&store, &detail, &dest)
+    };
+    plotter2_stager::get::materialise(&store, &detail, &dest, replace)
         .await
         .with_context(|| {
             format!(

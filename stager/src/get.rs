@@ -32,13 +32,34 @@ pub async fn resolve(
     }
 }
 
-/// Writes every file of `detail` under `dest`, which must not exist or be empty. Each file is
-/// written beside its final name and renamed once its hash checked out.
+/// Writes every file of `detail` under `dest`, which must not exist or be empty; with
+/// `replace`, the tree is built beside `dest` and then takes its place. Each file is written
+/// beside its final name and renamed once its hash checked out.
 pub async fn materialise(
     store: &BlobStore,
     detail: &BundleDetail,
     dest: &Path,
+    replace: bool,
 ) -> Result<(), StagerError> {
+    if replace {
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("bundle");
+        let building = dest.with_file_name(format!(".{name}.{}", std::process::id()));
+        let _ = tokio::fs::remove_dir_all(&building).await;
+        Box::pin(materialise(store, detail, &building, false)).await?;
+        let (from, to) = (building.clone(), dest.to_owned());
+        return blocking(move || {
+            match std::fs::remove_dir_all(&to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StagerError::io(&to)(e)),
+            }
+            std::fs::rename(&from, &to).map_err(StagerError::io(&from))
+        })
+        .await;
+    }
     let root = dest.to_owned();
     blocking(move || {
         match std::fs::read_dir(&root) {

@@ -212,10 +212,4 @@ impl Spool {
             .map_err(StagerError::io(&self.dir))?;
         std::fs::remove_dir_all(&trash).map_err(StagerError::io(&trash))
     }
-
-    /// True when nothing is in flight (used by tests and the benchmark).
-    pub fn is_empty(&self) -> Result<bool, StagerError> {
-        let mut list = std::fs::read_dir(&self.dir).map_err(StagerError::io(&self.dir))?;
-        Ok(list.next().is_none())
-    }
 }

@@ -306,7 +306,13 @@ impl Pipeline {
              Nothing was stored. Fix the bundle, then move it back into the inbox \
              (write it under inbox/.incoming/ and rename it into inbox/).\n"
         );
+        let modes = entry.hashed.as_ref().map(|h| h.index.clone());
         blocking(move || {
+            if let Some(index) = &modes
+                && files.exists()
+            {
+                unshare(&files, index)?;
+            }
             std::fs::create_dir_all(&rejected).map_err(StagerError::io(&rejected))?;
             // The same name may have been rejected before: keep both.
             let mut target = rejected.join(&name);
@@ -356,6 +362,27 @@ where
             }
         }
     }
+}
+
+/// Gives every file under `root` that the store took by hard link an inode of its own again,
+/// with its original mode, so editing a rejected bundle can never change a stored blob.
+fn unshare(root: &Path, index: &plotter2_node::bundle::FileIndex) -> Result<(), StagerError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for f in index.files() {
+        let path = root.join(f.path.as_str());
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.file_type().is_file() || meta.nlink() < 2 {
+            continue;
+        }
+        let tmp = path.with_file_name(".p2-unshare");
+        std::fs::copy(&path, &tmp).map_err(StagerError::io(&path))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(f.mode))
+            .map_err(StagerError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(StagerError::io(&path))?;
+    }
+    Ok(())
 }
 
 enum Received {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use plotter2_node::Address;
 use plotter2_node::bundle::{FileIndex, Hash, hash_reader};
 use plotter2_node::client::{Client, ClientError};
@@ -207,20 +207,25 @@ impl Receiver {
 
     async fn open(&self, body: Bytes) -> Answer<Opened> {
         let open: Open = protocol::decode(&body)?;
-        let mut need = Vec::new();
-        for (blob, _size) in open.blobs {
-            let has = self
-                .store
-                .has_blob(&blob)
-                .await
-                .map_err(|e| ApiError::new(protocol::ErrorKind::Internal, e.to_string()))?;
-            if !has {
+        let need = futures::stream::iter(open.blobs)
+            .map(|(blob, _size)| async move {
+                let has = self
+                    .store
+                    .has_blob(&blob)
+                    .await
+                    .map_err(|e| internal(e.to_string()))?;
+                if has {
+                    return Ok::<_, ApiError>(None);
+                }
                 let from = tokio::fs::metadata(self.part_path(&blob))
                     .await
                     .map_or(0, |m| m.len());
-                need.push((blob, from));
-            }
-        }
+                Ok(Some((blob, from)))
+            })
+            .buffered(16)
+            .try_filter_map(|x| async move { Ok(x) })
+            .try_collect::<Vec<_>>()
+            .await?;
         Ok(Opened {
             stager: self.name.clone(),
             need,
@@ -388,7 +393,7 @@ pub async fn push(
         .entries()
         .map(|(e, f)| (e.blob, e.size, f.fs_path.clone()))
         .collect();
-    blobs.sort_by(|a, b| a.0.cmp(&b.0));
+    blobs.sort_by_key(|b| b.0);
     blobs.dedup_by(|a, b| a.0 == b.0);
     let id = RequestId::new();
     let start = Instant::now();

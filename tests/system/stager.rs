@@ -173,6 +173,14 @@ async fn tour(kind: Store) {
     ]);
     assert!(!ok && err.contains("not empty"), "{err}");
 
+    // The default destination is the home's output folder; a repeated get replaces it.
+    let p2home = c.dir.path().join("cli-home");
+    for _ in 0..2 {
+        stager.cli_ok(&["get", addr, "--home", p2home.to_str().unwrap()]);
+    }
+    let default_dest = p2home.join("output/sources/tali/experiment2/v2");
+    assert_eq!(read_tree(&default_dest), read_tree(&run8));
+
     // 6. history has both versions.
     let history = c.cli_json(&["history", addr, "--json"]);
     let added: Vec<u64> = history
@@ -383,6 +391,15 @@ async fn bad_bundles(kind: Store) {
         std::fs::rename(&staging, inbox.join(name)).unwrap();
     }
     drop_bundle(&inbox, "zz-good", Some(&manifest_for("/good/x")), ok_files);
+    // Refused by the coordinator after upload: an archived target.
+    c.cli_ok(&["new", "/bad/archived"]);
+    c.cli_ok(&["archive", "/bad/archived"]);
+    drop_bundle(
+        &inbox,
+        "archived-target",
+        Some(&manifest_for("/bad/archived")),
+        &[("kept.csv", b"mine")],
+    );
 
     let client = c.client().await;
     wait_versions(&client, "/good/x", 1, LIMIT).await;
@@ -409,6 +426,23 @@ async fn bad_bundles(kind: Store) {
         );
     }
     assert!(bundles_of(&client, "/bad/x").await.is_empty());
+    let error_file = rejected.join("archived-target.error.txt");
+    let text = wait_for(LIMIT, "the archived target's rejection", || async {
+        std::fs::read_to_string(&error_file).ok()
+    })
+    .await;
+    assert!(
+        text.contains("coordinator refused") && text.contains("archived"),
+        "{text}"
+    );
+    // The store may have taken the files by hard link: the rejected copy is the user's own
+    // again (own inode, original mode), so editing it cannot touch a stored blob.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(rejected.join("archived-target/kept.csv")).unwrap();
+        assert_eq!(meta.nlink(), 1);
+        assert_eq!(meta.mode() & 0o777, 0o644);
+    }
     assert!(
         stager.spool_entries().is_empty(),
         "{:?}",
