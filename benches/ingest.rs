@@ -6,7 +6,8 @@
 //!
 //! "Drop" is the rename of a freshly written folder into the inbox (its data not yet synced,
 //! as a writer leaves it); "commit" is the moment the coordinator lists the version. Also
-//! reports the stager's peak RSS over (a).
+//! reports the stager's peak RSS over (a), and how much data was still unflushed (dirty) at
+//! each drop, since the drop's flush is part of what we measure.
 //!
 //! Run: `cargo bench --bench ingest` (needs `nats-server` on PATH). `P2_BENCH_ROUNDS` sets the
 //! rounds per scenario (default 3; the median is reported).
@@ -63,6 +64,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Data written but not yet on disk, machine-wide (`Dirty:` in /proc/meminfo), in MiB: how
+/// much of a fresh bundle the drop still has to flush.
+fn dirty_mib() -> f64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with("Dirty:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -82,6 +94,7 @@ async fn drop_and_wait(
     addr: &str,
     n: usize,
 ) -> Duration {
+    eprintln!("  dropping {name}: {:.0} MiB dirty", dirty_mib());
     let start = Instant::now();
     std::fs::rename(staged, stager.inbox().join(name)).unwrap();
     loop {
@@ -135,6 +148,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(store.join("blobs"));
             sync_all();
 
+            eprintln!("  before dd: {:.0} MiB dirty", dirty_mib());
             let out = scratch.join("dd.out");
             let t = Instant::now();
             run(Command::new("dd")

@@ -306,7 +306,10 @@ async fn bad_bundles(kind: Store) {
     let c = Cluster::start(1, Opts::default()).await;
     let (store, _s3) = store_for(&kind, c.dir.path());
     let home = c.dir.path().join("stager");
-    let stager = Stager::start(&c, &home, &store);
+    let mut stager = Stager::start(&c, &home, &store);
+    stager.kill9();
+    stager.unprivileged = true;
+    stager.spawn();
     let inbox = stager.inbox();
     let ok_files: &[(&str, &[u8])] = &[("a.csv", b"1")];
     let cases: Vec<(&str, Option<String>, &str)> = vec![
@@ -360,6 +363,7 @@ async fn bad_bundles(kind: Store) {
             "outside the bundle",
         ),
         ("fifo", Some(manifest_for("/bad/x")), "is a fifo"),
+        ("unreadable", Some(manifest_for("/bad/x")), "cannot be read"),
         ("device", Some(manifest_for("/bad/x")), "device file"),
     ];
     for (name, manifest, _) in &cases {
@@ -368,6 +372,12 @@ async fn bad_bundles(kind: Store) {
         match *name {
             "symlink-out" => {
                 std::os::unix::fs::symlink("/etc/hostname", staging.join("link")).unwrap()
+            }
+            "unreadable" => {
+                use std::os::unix::fs::PermissionsExt;
+                let p = staging.join("secret.csv");
+                std::fs::write(&p, b"no").unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
             }
             "fifo" => {
                 let p = std::ffi::CString::new(staging.join("pipe").to_str().unwrap()).unwrap();

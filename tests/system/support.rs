@@ -384,6 +384,9 @@ pub struct Stager {
     nats: String,
     /// Test-only crash point for the next start.
     pub crash_at: Option<String>,
+    /// Run without the capability to read what its permissions forbid (as root, via
+    /// `setpriv`), so an unreadable file is unreadable to it.
+    pub unprivileged: bool,
     child: Option<Child>,
 }
 
@@ -395,6 +398,7 @@ impl Stager {
             store: store.to_owned(),
             nats: cluster.nats.url(),
             crash_at: None,
+            unprivileged: false,
             child: None,
         };
         s.spawn();
@@ -408,7 +412,15 @@ impl Stager {
             .append(true)
             .open(self.home.join("stager.log"))
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        // SAFETY: geteuid has no preconditions.
+        let mut cmd = if self.unprivileged && unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("setpriv");
+            let caps = "-dac_override,-dac_read_search";
+            c.args(["--bounding-set", caps, "--inh-caps", caps, BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
         cmd.args(["stager", "--home"])
             .arg(&self.home)
             .args([
