@@ -36,6 +36,7 @@ pub mod nodeconf;
 pub mod protocol;
 pub mod reference;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;
 
 pub use address::{Address, AddressError};

@@ -289,6 +289,15 @@ impl Manifest {
                 }
             }
         }
+        if let Some(cycle) = needs_cycle(&pkg.tasks) {
+            return Err(field_err(
+                format!("contains.package.tasks.{}.needs", cycle[0]),
+                format!(
+                    "the needs form a cycle ({}); a task cannot wait for itself",
+                    cycle.join(" → ")
+                ),
+            ));
+        }
         for (i, rule) in pkg.rules.iter().enumerate() {
             if rule.under != "." && Address::parse(&rule.under).is_err() {
                 return Err(field_err(
@@ -299,6 +308,49 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// The first cycle among the tasks' `needs`, as task names from a task back to itself.
+fn needs_cycle(tasks: &BTreeMap<String, TaskDef>) -> Option<Vec<String>> {
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    fn visit<'a>(
+        name: &'a str,
+        tasks: &'a BTreeMap<String, TaskDef>,
+        state: &mut BTreeMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match state.get(name) {
+            Some(2) => return None,
+            Some(1) => {
+                let start = path.iter().position(|n| *n == name).unwrap_or(0);
+                let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
+                cycle.push(name.to_owned());
+                return Some(cycle);
+            }
+            _ => {}
+        }
+        state.insert(name, 1);
+        path.push(name);
+        for need in tasks
+            .get(name)
+            .map(|t| t.needs.as_slice())
+            .unwrap_or_default()
+        {
+            if let Some(c) = visit(need, tasks, state, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        state.insert(name, 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for name in tasks.keys() {
+        if let Some(c) = visit(name, tasks, &mut state, &mut Vec::new()) {
+            return Some(c);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -392,6 +444,14 @@ mod tests {
         let mut v = sample();
         v["contains"]["package"]["tasks"]["report"]["needs"] = json!(["nope"]);
         assert!(err_of(v).contains("needs \"nope\""));
+        let mut v = sample();
+        v["contains"]["package"]["tasks"]["train"]["needs"] = json!(["report"]);
+        let e = err_of(v);
+        assert!(
+            e.contains("cycle (report → train → report)")
+                && e.contains("contains.package.tasks.report.needs"),
+            "{e}"
+        );
         let mut v = sample();
         v["contians"] = json!({});
         assert!(err_of(v).contains("contians"));
