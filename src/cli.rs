@@ -7,6 +7,7 @@ use plotter2_node::Address;
 use plotter2_node::nodeconf::Assignment;
 use plotter2_node::protocol::RequestId;
 use plotter2_node::reference::BundleReference;
+use plotter2_node::sweep::Sweep;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -124,6 +125,27 @@ pub enum Command {
     /// One request of the log
     Request {
         id: RequestId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask for runs of a task defined on ADDR or an ancestor (one run, or one per sweep point)
+    Run {
+        addr: Address,
+        task: String,
+        /// key=value overriding this run's params (dotted keys; JSON values)
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<Assignment>,
+        /// key=v1,v2,…: one run per value (several --sweep: the cartesian product), each at a
+        /// new node ADDR/sweep-<n>/<key=value>
+        #[arg(long = "sweep", value_name = "KEY=V1,V2,…")]
+        sweep: Vec<Sweep>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs at ADDR and below
+    Runs {
+        #[arg(default_value = "/")]
+        addr: Address,
         #[arg(long)]
         json: bool,
     },

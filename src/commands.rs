@@ -87,6 +87,22 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             (Op::Read(ReadOp::Requests { after, limit }), json)
         }
         Command::Request { id, json } => (Op::Read(ReadOp::Request { id }), json),
+        Command::Run {
+            addr,
+            task,
+            set,
+            sweep,
+            json,
+        } => (
+            Op::Write(WriteOp::Run {
+                addr,
+                task,
+                set,
+                sweep,
+            }),
+            json,
+        ),
+        Command::Runs { addr, json } => (Op::Read(ReadOp::Runs { addr }), json),
         Command::Cluster {
             command: ClusterCommand::Status { json },
         } => return cluster_status(&client, json).await,
@@ -126,6 +142,8 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::Requests(r) => print_json(&r),
             Reply::Request(r) => print_json(&r),
             Reply::Bundle(b) => print_json(&b),
+            Reply::Runs(r) => print_json(&r),
+            Reply::Run(r) => print_json(&r),
             Reply::Cluster(c) => print_json(&c),
         };
     }
@@ -143,6 +161,9 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             );
             for c in &r.created {
                 println!("  created {c}");
+            }
+            for run in &r.runs {
+                println!("  run {run}");
             }
         }
         Reply::Node(n) => {
@@ -220,6 +241,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                     EventKind::BundleAdded { version, bundle } => {
                         format!("bundle version {version} ({bundle})")
                     }
+                    EventKind::RunCreated { run, task } => format!("run {run} of {task}"),
                 };
                 t.row(vec![
                     e.seq.to_string(),
@@ -243,9 +265,26 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             "{}@{} {} ({} files)",
             b.address, b.version.version, b.version.id, b.version.files
         ),
+        Reply::Runs(runs) => print!("{}", runs_table(&runs)),
+        Reply::Run(r) => print!("{}", runs_table(std::slice::from_ref(&r))),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
     }
     Ok(())
+}
+
+fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
+    let mut t = Table::new(&["RUN", "STATE", "TASK", "NODE", "PARAMS", "CREATED"]);
+    for r in runs {
+        t.row(vec![
+            r.id.to_string(),
+            format!("{:?}", r.state).to_lowercase(),
+            r.task.clone(),
+            r.node.to_string(),
+            serde_json::to_string(&r.params).unwrap_or_default(),
+            output::time(r.created_ms),
+        ]);
+    }
+    t.render()
 }
 
 async fn push(

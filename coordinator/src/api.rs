@@ -224,6 +224,8 @@ impl Api {
             ReadOp::Requests { after, limit } => Reply::Requests(r.requests(after, limit)),
             ReadOp::Request { id } => Reply::Request(r.request(&id)?),
             ReadOp::Bundle { addr, version } => Reply::Bundle(r.bundle(&addr, version)?),
+            ReadOp::Runs { addr } => Reply::Runs(r.runs(&addr)?),
+            ReadOp::Run { id } => Reply::Run(r.run(&id)?),
         })
     }
 

@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use plotter2_node::Address;
 use plotter2_node::bundle::{FileIndex, Hash};
-use plotter2_node::manifest::Manifest;
+use plotter2_node::manifest::{Manifest, TaskDef};
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
     ApiError, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind, NodeView,
-    RequestId, RequestRecord, RequestStatus, UserName, WriteOp, WriteReceipt,
+    RequestId, RequestRecord, RequestStatus, RunId, RunRecord, RunState, UserName, WriteOp,
+    WriteReceipt,
 };
+use plotter2_node::sweep::{self, Sweep};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -72,6 +74,9 @@ pub struct Registry {
     /// The request log; entry `i` has `seq == i + 1`.
     requests: Vec<Arc<RequestRecord>>,
     by_id: BTreeMap<RequestId, u64>,
+    /// Every run, in creation order.
+    #[serde(default)]
+    runs: BTreeMap<RunId, Arc<RunRecord>>,
 }
 
 impl Default for Registry {
@@ -88,6 +93,7 @@ impl Default for Registry {
             nodes: BTreeMap::from([(Address::root(), Arc::new(root))]),
             requests: Vec::new(),
             by_id: BTreeMap::new(),
+            runs: BTreeMap::new(),
         }
     }
 }
@@ -102,9 +108,14 @@ fn no_node(addr: &Address) -> ApiError {
 /// proposing, and apply calls it again, so nothing oversized ever reaches the state.
 pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
     let set = match op {
-        WriteOp::New { set, .. } | WriteOp::Set { set, .. } => set.as_slice(),
+        WriteOp::New { set, .. } | WriteOp::Set { set, .. } | WriteOp::Run { set, .. } => {
+            set.as_slice()
+        }
         WriteOp::Archive { .. } | WriteOp::Ingest { .. } => &[],
     };
+    if let WriteOp::Run { sweep, .. } = op {
+        sweep::expand(sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     if let WriteOp::Ingest {
         bundle,
         index,
@@ -155,7 +166,7 @@ impl Registry {
             return answer;
         }
         let seq = self.requests.len() as u64 + 1;
-        let planned = check_write(&cmd.op).and_then(|()| self.plan(&cmd.op));
+        let planned = check_write(&cmd.op).and_then(|()| self.plan(&cmd, seq));
         let mut created = Vec::new();
         let outcome = planned.map(|plan| {
             for (addr, kind) in plan.events {
@@ -203,7 +214,7 @@ impl Registry {
                                         });
                                     }
                                 }
-                                EventKind::Created => {}
+                                EventKind::Created | EventKind::RunCreated { .. } => {}
                             }
                             node.history.push(event);
                         }
@@ -213,7 +224,20 @@ impl Registry {
             if let (Some(own), Some(node)) = (plan.own, self.nodes.get_mut(cmd.op.target())) {
                 Arc::make_mut(node).own = own;
             }
+            for (addr, own) in plan.configs {
+                if let Some(node) = self.nodes.get_mut(&addr) {
+                    Arc::make_mut(node).own = own;
+                }
+            }
+            let mut ids = Vec::with_capacity(plan.runs.len());
+            for run in plan.runs {
+                ids.push(run.id);
+                self.runs.insert(run.id, Arc::new(run));
+            }
+            ids
         });
+        let runs = outcome.as_ref().cloned().unwrap_or_default();
+        let outcome = outcome.map(|_| ());
         let bundle = match (&cmd.op, &outcome) {
             (WriteOp::Ingest { addr, bundle, .. }, Ok(())) => self.nodes.get(addr).and_then(|n| {
                 let b = n.bundles.iter().find(|b| b.id == *bundle)?;
@@ -242,16 +266,27 @@ impl Registry {
             payload: cmd.op,
             created,
             bundle,
+            runs,
         }));
         self.by_id.insert(cmd.id, seq);
         self.result_of(seq, false)
     }
 
-    /// Works out what `op` does without changing anything.
-    fn plan(&self, op: &WriteOp) -> Result<Plan, ApiError> {
+    /// Works out what `cmd` (request number `seq`) does without changing anything.
+    fn plan(&self, cmd: &Command, seq: u64) -> Result<Plan, ApiError> {
         let mut plan = Plan::default();
+        if let WriteOp::Run {
+            addr,
+            task,
+            set,
+            sweep,
+        } = &cmd.op
+        {
+            self.plan_run(cmd, seq, addr, task, set, sweep, &mut plan)?;
+            return Ok(plan);
+        }
         let events = &mut plan.events;
-        match op {
+        match &cmd.op {
             WriteOp::New { addr, set } => {
                 self.plan_lineage(addr, events)?;
                 if !set.is_empty() {
@@ -297,8 +332,171 @@ impl Registry {
                     ));
                 }
             }
+            WriteOp::Run { .. } => {}
         }
         Ok(plan)
+    }
+
+    /// Runs of `task`: at `addr`, or one per sweep combination at new nodes
+    /// `addr/sweep-<n>/<combination>` whose own config is the combination.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_run(
+        &self,
+        cmd: &Command,
+        seq: u64,
+        addr: &Address,
+        task: &str,
+        set: &[Assignment],
+        sweep: &[Sweep],
+        plan: &mut Plan,
+    ) -> Result<(), ApiError> {
+        let (defined_at, code, def) = self.find_task(addr, task)?;
+        self.plan_lineage(addr, &mut plan.events)?;
+        let combos = sweep::expand(sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // (node, its own config when the run creates it)
+        let mut targets: Vec<(Address, Option<Map<String, Value>>)> = Vec::new();
+        if combos.is_empty() {
+            targets.push((addr.clone(), None));
+        } else {
+            let bad =
+                |e: plotter2_node::address::AddressError| ApiError::bad_request(e.to_string());
+            let taken = self
+                .children(addr, true)
+                .iter()
+                .filter(|c| c.name.starts_with("sweep-"))
+                .count();
+            let base = addr.child(&format!("sweep-{}", taken + 1)).map_err(bad)?;
+            plan.events.push((base.clone(), EventKind::Created));
+            for c in &combos {
+                let node = base.child(&c.segment()).map_err(bad)?;
+                plan.events.push((node.clone(), EventKind::Created));
+                let own = plan_assignments(&node, Map::new(), &c.set, &mut plan.events)?;
+                plan.configs.push((node.clone(), own.clone()));
+                targets.push((node, Some(own)));
+            }
+        }
+        for (i, (node, new_own)) in targets.into_iter().enumerate() {
+            let mut params = def.params.clone();
+            for (k, v) in self.effective(&node, new_own.as_ref()) {
+                params.insert(k, v);
+            }
+            for a in set {
+                nodeconf::assign(&mut params, a)
+                    .map_err(|e| ApiError::bad_request(format!("--set {}: {e}", a.key)))?;
+            }
+            let inputs: Vec<Hash> = node
+                .lineage()
+                .filter(|a| a.is_within(&defined_at))
+                .filter_map(|a| self.nodes.get(&a)?.bundles.last().map(|b| b.id))
+                .filter(|id| *id != code.id)
+                .collect();
+            let fingerprint = Hash::of(
+                serde_json::to_string(&(&def, &inputs, &params, code.id))
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            let id = RunId {
+                seq,
+                n: u32::try_from(i).unwrap_or(u32::MAX),
+            };
+            plan.events.push((
+                node.clone(),
+                EventKind::RunCreated {
+                    run: id,
+                    task: task.to_owned(),
+                },
+            ));
+            plan.runs.push(RunRecord {
+                id,
+                node,
+                task: task.to_owned(),
+                defined_at: defined_at.clone(),
+                definition: def.clone(),
+                params,
+                code: code.id,
+                inputs,
+                fingerprint,
+                state: RunState::Queued,
+                request: cmd.id,
+                user: cmd.user.clone(),
+                created_ms: cmd.time_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The nearest definition of `task`: on `addr` itself or its closest ancestor, in that
+    /// node's latest bundle that defines it.
+    fn find_task(
+        &self,
+        addr: &Address,
+        task: &str,
+    ) -> Result<(Address, &StoredBundle, &TaskDef), ApiError> {
+        if !self.nodes.contains_key(addr) {
+            return Err(no_node(addr));
+        }
+        let lineage: Vec<Address> = addr.lineage().collect();
+        let mut known = std::collections::BTreeSet::new();
+        for a in lineage.iter().rev() {
+            let Some(node) = self.nodes.get(a) else {
+                continue;
+            };
+            for b in node.bundles.iter().rev() {
+                let Some(pkg) = &b.manifest.contains.package else {
+                    continue;
+                };
+                if let Some(def) = pkg.tasks.get(task) {
+                    return Ok((a.clone(), b, def));
+                }
+                known.extend(pkg.tasks.keys().cloned());
+            }
+        }
+        let have = if known.is_empty() {
+            "none are defined there: push a bundle whose manifest has contains.package.tasks"
+                .to_owned()
+        } else {
+            format!(
+                "defined there: {}",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        };
+        Err(ApiError::not_found(format!(
+            "no task {task:?} at {addr} or its ancestors; {have}"
+        )))
+    }
+
+    /// The effective config of `addr`, with `extra` as its own config when it does not exist
+    /// yet.
+    fn effective(&self, addr: &Address, extra: Option<&Map<String, Value>>) -> Map<String, Value> {
+        let mut effective = Effective::default();
+        for a in addr.lineage() {
+            if let Some(n) = self.nodes.get(&a) {
+                effective.overlay(&a, &n.own);
+            }
+        }
+        if let Some(own) = extra {
+            effective.overlay(addr, own);
+        }
+        effective.config
+    }
+
+    /// Runs at `addr` and below, oldest first.
+    pub fn runs(&self, addr: &Address) -> Result<Vec<RunRecord>, ApiError> {
+        if !self.nodes.contains_key(addr) {
+            return Err(no_node(addr));
+        }
+        Ok(self
+            .runs
+            .values()
+            .filter(|r| r.node.is_within(addr))
+            .map(|r| (**r).clone())
+            .collect())
+    }
+
+    pub fn run(&self, id: &RunId) -> Result<RunRecord, ApiError> {
+        self.runs.get(id).map(|r| (**r).clone()).ok_or_else(|| {
+            ApiError::not_found(format!("no run {id}; list them with `plotter2 runs ADDR`"))
+        })
     }
 
     /// Creates `addr` and its missing ancestors (`mkdir -p`); refuses to pass an archived node.
@@ -345,6 +543,7 @@ impl Registry {
                 duplicate,
                 created: rec.created.clone(),
                 bundle: rec.bundle.clone(),
+                runs: rec.runs.clone(),
             }),
         }
     }
@@ -482,6 +681,9 @@ struct Plan {
     events: Vec<(Address, EventKind)>,
     /// The target's own config after the write, when it changes.
     own: Option<Map<String, Value>>,
+    /// Own configs of other nodes the write creates (sweep children).
+    configs: Vec<(Address, Map<String, Value>)>,
+    runs: Vec<RunRecord>,
 }
 
 /// Applies `set` to a copy of `own`, recording one event per key; returns the new config.
@@ -595,6 +797,7 @@ mod tests {
                 EventKind::ConfigSet { .. } => "set",
                 EventKind::Archived => "archived",
                 EventKind::BundleAdded { .. } => "bundle",
+                EventKind::RunCreated { .. } => "run",
             })
             .collect();
         assert_eq!(kinds, ["created", "set", "set", "set"]);
@@ -745,5 +948,192 @@ mod tests {
             err.message
         );
         assert_eq!(r.nodes, before);
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+    use plotter2_node::bundle::{BundlePath, FileEntry};
+    use plotter2_node::protocol::UserName;
+    use serde_json::json;
+
+    fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    fn apply(r: &mut Registry, op: WriteOp) -> Result<WriteReceipt, ApiError> {
+        let n = r.request_count() + 1;
+        r.apply(
+            Command {
+                id: RequestId::new(),
+                user: UserName::parse("tali").unwrap(),
+                time_ms: 1000 + n,
+                op,
+            },
+            n,
+        )
+    }
+
+    /// A code bundle at `a` whose package defines `train` (default lr 0.1).
+    fn code(a: &str, script: &[u8]) -> WriteOp {
+        let index = FileIndex::new(vec![FileEntry {
+            path: BundlePath::parse("train.py").unwrap(),
+            blob: Hash::of(script),
+            size: script.len() as u64,
+            mode: 0o644,
+        }])
+        .unwrap();
+        let manifest = Manifest::from_json(
+            json!({"manifest_version": 1, "contains": {"package": {"tasks": {"train": {
+                "kind": "command", "run": ["python3", "train.py", "--lr", "{lr}", "--out", "{out}"],
+                "params": {"lr": 0.1, "epochs": 3}}}}}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        WriteOp::Ingest {
+            addr: addr(a),
+            bundle: index.id(),
+            index,
+            manifest: Box::new(manifest),
+        }
+    }
+
+    fn run(a: &str, task: &str, set: &[&str], sweep: &[&str]) -> WriteOp {
+        WriteOp::Run {
+            addr: addr(a),
+            task: task.into(),
+            set: set.iter().map(|s| s.parse().unwrap()).collect(),
+            sweep: sweep.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    fn setup() -> Registry {
+        let mut r = Registry::default();
+        apply(&mut r, code("/e/x", b"print(1)")).unwrap();
+        apply(
+            &mut r,
+            WriteOp::Set {
+                addr: addr("/e/x"),
+                set: vec!["lr=0.3".parse().unwrap(), "model.depth=2".parse().unwrap()],
+            },
+        )
+        .unwrap();
+        r
+    }
+
+    #[test]
+    fn a_run_takes_the_nearest_definition_and_the_effective_config() {
+        let mut r = setup();
+        apply(
+            &mut r,
+            WriteOp::New {
+                addr: addr("/e/x/child"),
+                set: vec!["lr=0.4".parse().unwrap()],
+            },
+        )
+        .unwrap();
+        let receipt = apply(&mut r, run("/e/x/child", "train", &["epochs=5"], &[])).unwrap();
+        assert_eq!(receipt.runs.len(), 1);
+        let rec = r.run(&receipt.runs[0]).unwrap();
+        assert_eq!(rec.node, addr("/e/x/child"));
+        assert_eq!(rec.defined_at, addr("/e/x"));
+        assert_eq!(rec.state, RunState::Queued);
+        assert_eq!(
+            serde_json::Value::Object(rec.params.clone()),
+            json!({"lr": 0.4, "epochs": 5, "model": {"depth": 2}}),
+            "task defaults < effective config < --set"
+        );
+        assert_eq!(rec.code, r.nodes[&addr("/e/x")].bundles[0].id);
+        assert!(rec.inputs.is_empty(), "the code bundle is not an input");
+        // --set changed the run, not the node.
+        assert_eq!(r.show(&addr("/e/x/child")).unwrap().own.get("epochs"), None);
+        let history = r.history(&addr("/e/x/child")).unwrap();
+        assert!(
+            matches!(&history.last().unwrap().kind, EventKind::RunCreated { task, .. } if task == "train")
+        );
+        assert_eq!(r.runs(&addr("/e")).unwrap().len(), 1);
+        assert_eq!(
+            r.request(&r.requests[r.requests.len() - 1].id)
+                .unwrap()
+                .runs,
+            receipt.runs
+        );
+    }
+
+    #[test]
+    fn sweeps_make_one_child_and_one_run_per_combination() {
+        let mut r = setup();
+        let receipt = apply(
+            &mut r,
+            run("/e/x", "train", &[], &["lr=0.1,0.2", "seed=1,2"]),
+        )
+        .unwrap();
+        assert_eq!(receipt.runs.len(), 4);
+        let runs = r.runs(&addr("/e/x")).unwrap();
+        let nodes: Vec<String> = runs.iter().map(|x| x.node.to_string()).collect();
+        assert_eq!(
+            nodes,
+            [
+                "/e/x/sweep-1/lr=0.1,seed=1",
+                "/e/x/sweep-1/lr=0.1,seed=2",
+                "/e/x/sweep-1/lr=0.2,seed=1",
+                "/e/x/sweep-1/lr=0.2,seed=2"
+            ]
+        );
+        assert_eq!(runs[3].params["lr"], json!(0.2));
+        assert_eq!(runs[3].params["seed"], json!(2));
+        assert_eq!(runs[3].params["model"], json!({"depth": 2}), "inherited");
+        let child = r.show(&addr("/e/x/sweep-1/lr=0.2,seed=2")).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(child.own),
+            json!({"lr": 0.2, "seed": 2})
+        );
+        assert_eq!(child.effective.from["model.depth"], addr("/e/x"));
+        // Distinct params, distinct fingerprints; a second sweep gets its own folder.
+        let mut f: Vec<Hash> = runs.iter().map(|x| x.fingerprint).collect();
+        f.sort();
+        f.dedup();
+        assert_eq!(f.len(), 4);
+        apply(&mut r, run("/e/x", "train", &[], &["lr=0.5"])).unwrap();
+        assert!(r.contains(&addr("/e/x/sweep-2/lr=0.5")));
+    }
+
+    #[test]
+    fn bad_runs_are_refused_and_change_nothing() {
+        let mut r = setup();
+        let before = r.runs.len();
+        let e = apply(&mut r, run("/e/x", "report", &[], &[])).unwrap_err();
+        assert!(
+            e.message.contains("no task \"report\"") && e.message.contains("train"),
+            "{}",
+            e.message
+        );
+        let e = apply(&mut r, run("/nowhere", "train", &[], &[])).unwrap_err();
+        assert!(e.message.contains("no node at /nowhere"), "{}", e.message);
+        let e = apply(&mut r, run("/e/x", "train", &[], &["lr=1", "lr=2"])).unwrap_err();
+        assert!(e.message.contains("swept twice"), "{}", e.message);
+        let e = apply(&mut r, run("/e/x", "train", &["model.depth.x=1"], &[])).unwrap_err();
+        assert!(e.message.contains("--set model.depth.x"), "{}", e.message);
+        assert_eq!(r.runs.len(), before);
+        assert!(!r.contains(&addr("/e/x/sweep-1")));
+    }
+
+    #[test]
+    fn runs_are_deterministic_across_replicas() {
+        let mut a = setup();
+        let mut b = a.clone();
+        let op = run("/e/x", "train", &[], &["lr=0.1,0.2,0.15,0.05,0.01"]);
+        let cmd = Command {
+            id: RequestId::new(),
+            user: UserName::parse("tali").unwrap(),
+            time_ms: 7,
+            op,
+        };
+        a.apply(cmd.clone(), 9).unwrap();
+        b.apply(cmd, 9).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.runs.len(), 5);
     }
 }

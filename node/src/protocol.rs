@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::Address;
 use crate::bundle::{FileIndex, Hash};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, TaskDef};
 use crate::nodeconf::{Assignment, Effective};
+use crate::sweep::Sweep;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -202,6 +203,17 @@ pub enum WriteOp {
         index: FileIndex,
         manifest: Box<Manifest>,
     },
+    /// Creates runs of `task` (defined at `addr` or an ancestor): one at `addr`, or with
+    /// sweeps one per combination, at new children `addr/sweep-<n>/<combination>`.
+    Run {
+        addr: Address,
+        task: String,
+        /// Overrides for this run's params only (the node's config is unchanged).
+        #[serde(default)]
+        set: Vec<Assignment>,
+        #[serde(default)]
+        sweep: Vec<Sweep>,
+    },
 }
 
 impl WriteOp {
@@ -211,6 +223,7 @@ impl WriteOp {
             WriteOp::Set { .. } => "set",
             WriteOp::Archive { .. } => "archive",
             WriteOp::Ingest { .. } => "ingest",
+            WriteOp::Run { .. } => "run",
         }
     }
 
@@ -219,7 +232,8 @@ impl WriteOp {
             WriteOp::New { addr, .. }
             | WriteOp::Set { addr, .. }
             | WriteOp::Archive { addr }
-            | WriteOp::Ingest { addr, .. } => addr,
+            | WriteOp::Ingest { addr, .. }
+            | WriteOp::Run { addr, .. } => addr,
         }
     }
 }
@@ -247,6 +261,13 @@ pub enum ReadOp {
     },
     Request {
         id: RequestId,
+    },
+    /// Runs at `addr` and below, oldest first.
+    Runs {
+        addr: Address,
+    },
+    Run {
+        id: RunId,
     },
     /// One bundle version of a node with its file index; `None` is the latest.
     Bundle {
@@ -284,6 +305,8 @@ impl Op {
             Op::Read(ReadOp::Requests { .. }) => "requests",
             Op::Read(ReadOp::Request { .. }) => "request",
             Op::Read(ReadOp::Bundle { .. }) => "bundle",
+            Op::Read(ReadOp::Runs { .. }) => "runs",
+            Op::Read(ReadOp::Run { .. }) => "run_info",
             Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
             Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
         }
@@ -300,12 +323,15 @@ pub const VERBS: &[&str] = &[
     "set",
     "archive",
     "ingest",
+    "run",
     "ls",
     "show",
     "history",
     "requests",
     "request",
     "bundle",
+    "runs",
+    "run_info",
     "cluster_add",
     "cluster_remove",
 ];
@@ -375,6 +401,8 @@ pub enum Reply {
     Requests(Vec<RequestRecord>),
     Request(RequestRecord),
     Bundle(BundleDetail),
+    Runs(Vec<RunRecord>),
+    Run(RunRecord),
     Cluster(ClusterChange),
 }
 
@@ -393,6 +421,74 @@ pub struct WriteReceipt {
     /// For an ingest: the version the bundle is (a new one, or the one it already was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleRef>,
+    /// For a run request: the runs it created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunId>,
+}
+
+/// A run's id: `r<request seq>.<n>`, so runs sort in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId {
+    pub seq: u64,
+    pub n: u32,
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}.{}", self.seq, self.n)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a run id; run ids look like r12.3");
+        let (seq, n) = s
+            .strip_prefix('r')
+            .and_then(|r| r.split_once('.'))
+            .ok_or_else(bad)?;
+        Ok(Self {
+            seq: seq.parse().map_err(|_| bad())?,
+            n: n.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+crate::serde_as_text!(RunId);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Dispatched,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// One execution of a task at a node. Its inputs are fixed when it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub node: Address,
+    pub task: String,
+    /// Where the task is defined (the node itself or an ancestor).
+    pub defined_at: Address,
+    pub definition: TaskDef,
+    /// The task's default params, under the node's effective config, under the request's
+    /// `--set` (and the sweep combination, through the node's config).
+    pub params: Map<String, Value>,
+    /// The bundle whose package defines the task.
+    pub code: Hash,
+    /// The latest bundle of each node from `defined_at` down to `node`, except the code.
+    pub inputs: Vec<Hash>,
+    /// blake3 of (definition, inputs, params, code): equal fingerprints, equal work.
+    pub fingerprint: Hash,
+    pub state: RunState,
+    pub request: RequestId,
+    pub user: UserName,
+    pub created_ms: u64,
 }
 
 /// A bundle version of a node.
@@ -430,6 +526,8 @@ pub struct RequestRecord {
     pub created: Vec<Address>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunId>,
 }
 
 /// One entry of a node's history.
@@ -457,6 +555,10 @@ pub enum EventKind {
     BundleAdded {
         version: u64,
         bundle: Hash,
+    },
+    RunCreated {
+        run: RunId,
+        task: String,
     },
 }
 
