@@ -50,6 +50,8 @@ pub enum Command {
     Coordinator(CoordinatorArgs),
     /// Run a stager: watch an inbox, receive pushes, upload bundles to the object store
     Stager(StagerArgs),
+    /// Run a worker: take runs of one subtree from the work queue and execute them
+    Worker(WorkerArgs),
     /// Send a bundle folder to a stager and wait until it is committed
     Push {
         dir: PathBuf,
@@ -192,6 +194,22 @@ pub struct UpArgs {
     /// Run no stager (by default one watches <home>/inbox)
     #[arg(long)]
     pub no_stager: bool,
+    /// Worker processes to run, each serving / with 4 slots
+    #[arg(long, default_value_t = 1)]
+    pub workers: u8,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The subtree this worker's pool serves (pools must not overlap)
+    #[arg(long, default_value = "/")]
+    pub serve: Address,
+    /// Runs at once
+    #[arg(long, default_value_t = 4)]
+    pub slots: usize,
+    /// Name in run records: letters, digits, - and _ (default: host name and pid)
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -123,7 +123,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             to,
             json,
         } => return get(global, &client, &reference, to, json).await,
-        Command::Up(_) | Command::Coordinator(_) | Command::Stager(_) => {
+        Command::Up(_) | Command::Coordinator(_) | Command::Stager(_) | Command::Worker(_) => {
             bail!("not a client command")
         }
     };

@@ -46,6 +46,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 roles::run_stager(&cli.global, &args).await
             })
         }
+        Command::Worker(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let _telemetry = plotter2_node::telemetry::init("plotter2-worker", "info")?;
+                roles::run_worker(&cli.global, &args).await
+            })
+        }
         Command::Up(args) => {
             // Children are forked from this one thread, so PR_SET_PDEATHSIG ties them to `up`.
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -10,7 +10,7 @@ use plotter2_node::store::BlobStore;
 use plotter2_node::{ClusterFile, Home};
 use serde::Deserialize;
 
-use crate::cli::{CoordinatorArgs, Global, StagerArgs};
+use crate::cli::{CoordinatorArgs, Global, StagerArgs, WorkerArgs};
 
 /// The TOML form of [`CoordinatorArgs`]; flags and env override it.
 #[derive(Debug, Default, Deserialize)]
@@ -150,8 +150,8 @@ pub async fn open_store(global: &Global, home: &Home) -> Result<BlobStore> {
     Ok(store)
 }
 
-/// A NATS-safe default stager name: the host name and pid.
-fn default_stager_name() -> String {
+/// A NATS-safe default role name: the host name and pid.
+fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host: String = host
         .trim()
@@ -171,9 +171,9 @@ fn default_stager_name() -> String {
     )
 }
 
-pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
-    let home = Home::resolve(global.home.clone())?;
-    let name = args.name.clone().unwrap_or_else(default_stager_name);
+/// `--name`, else a default; checked to be safe in NATS subjects and file names.
+fn role_name(flag: Option<String>) -> Result<String> {
+    let name = flag.unwrap_or_else(default_name);
     if name.is_empty()
         || !name
             .chars()
@@ -181,6 +181,37 @@ pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
     {
         bail!("--name {name:?}: use letters, digits, - and _ only");
     }
+    Ok(name)
+}
+
+pub async fn run_worker(global: &Global, args: &WorkerArgs) -> Result<()> {
+    let home = Home::resolve(global.home.clone())?;
+    let name = role_name(args.name.clone())?;
+    if args.slots == 0 {
+        bail!("--slots must be at least 1");
+    }
+    let store = open_store(global, &home).await?;
+    let nats_url = crate::commands::nats_url(global.nats.clone(), &home)?;
+    let client = crate::commands::connect(global).await?;
+    let config = plotter2_worker::WorkerConfig {
+        name,
+        serve: args.serve.clone(),
+        slots: args.slots,
+        client,
+        sandboxes: plotter2_worker::execute::Sandboxes {
+            root: home.service(),
+            store,
+            nats_url,
+            fetching: Default::default(),
+        },
+    };
+    plotter2_worker::run(config, terminated()).await?;
+    Ok(())
+}
+
+pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
+    let home = Home::resolve(global.home.clone())?;
+    let name = role_name(args.name.clone())?;
     if !(args.rescan.is_finite() && args.rescan > 0.0) {
         bail!("--rescan must be a positive number of seconds");
     }

@@ -413,6 +413,25 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
             args: a,
         });
     }
+    for w in 1..=args.workers {
+        let mut a = vec![
+            "worker".into(),
+            "--home".into(),
+            home_arg.clone(),
+            "--nats".into(),
+            nats_url.clone(),
+            "--name".into(),
+            format!("local-{w}"),
+        ];
+        if let Some(url) = &store {
+            a.extend(["--store".into(), url.clone()]);
+        }
+        specs.push(ChildSpec {
+            name: format!("worker-{w}"),
+            program: exe.clone(),
+            args: a,
+        });
+    }
 
     let pids: Pids = Default::default();
     let mut running = Vec::new();
@@ -458,6 +477,13 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
         println!(
             "                  drop a bundle: write it under {}, then rename it into the inbox",
             home.inbox().join(".incoming").display()
+        );
+    }
+    if args.workers > 0 {
+        println!(
+            "  workers         {} serving /, 4 slots each, sandboxes in {}",
+            args.workers,
+            home.service().display()
         );
     }
     println!(

@@ -59,6 +59,12 @@ impl Api {
                 (true, false) => {
                     tracing::info!(id = self.id, "leader: serving {API_PREFIX}.>");
                     let (tx, rx) = tokio::sync::watch::channel(false);
+                    tokio::spawn(crate::dispatch::run(
+                        self.nats.clone(),
+                        self.sm.clone(),
+                        self.sm.subscribe_applied(),
+                        rx.clone(),
+                    ));
                     tokio::spawn(self.clone().serve_api(rx));
                     serving = Some(tx);
                 }

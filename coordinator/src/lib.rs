@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod compaction;
+pub mod dispatch;
 pub mod log_store;
 pub mod network;
 pub mod registry;

@@ -12,9 +12,9 @@ use plotter2_node::bundle::{FileIndex, Hash};
 use plotter2_node::manifest::{Manifest, TaskDef};
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
-    ApiError, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind, NodeView,
-    RequestId, RequestRecord, RequestStatus, RunId, RunRecord, RunState, UserName, WriteOp,
-    WriteReceipt,
+    ApiError, AttemptRecord, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind,
+    NodeView, RequestId, RequestRecord, RequestStatus, RunId, RunOutcome, RunRecord, RunState,
+    UserName, WriteOp, WriteReceipt,
 };
 use plotter2_node::sweep::{self, Sweep};
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,9 @@ pub struct Registry {
     /// Every run, in creation order.
     #[serde(default)]
     runs: BTreeMap<RunId, Arc<RunRecord>>,
+    /// Runs waiting for a worker: what the leader (re)publishes.
+    #[serde(default)]
+    queued: std::collections::BTreeSet<RunId>,
 }
 
 impl Default for Registry {
@@ -94,6 +97,7 @@ impl Default for Registry {
             requests: Vec::new(),
             by_id: BTreeMap::new(),
             runs: BTreeMap::new(),
+            queued: Default::default(),
         }
     }
 }
@@ -111,8 +115,28 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
         WriteOp::New { set, .. } | WriteOp::Set { set, .. } | WriteOp::Run { set, .. } => {
             set.as_slice()
         }
-        WriteOp::Archive { .. } | WriteOp::Ingest { .. } => &[],
+        WriteOp::Archive { .. }
+        | WriteOp::Ingest { .. }
+        | WriteOp::RunStarted { .. }
+        | WriteOp::RunFinished { .. } => &[],
     };
+    if let WriteOp::RunFinished {
+        outcome: RunOutcome::Succeeded {
+            output: Some(out), ..
+        },
+        ..
+    } = op
+    {
+        if out.index.id() != out.bundle {
+            return Err(ApiError::bad_request(format!(
+                "output bundle id {} does not match its file index",
+                out.bundle
+            )));
+        }
+        out.manifest
+            .validate()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     if let WriteOp::Run { sweep, .. } = op {
         sweep::expand(sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
@@ -199,15 +223,25 @@ impl Registry {
                                 EventKind::ConfigSet { .. } => {}
                                 EventKind::Archived => node.archived = true,
                                 EventKind::BundleAdded { version, bundle } => {
-                                    if let WriteOp::Ingest {
-                                        index, manifest, ..
-                                    } = &cmd.op
-                                    {
+                                    let content = match &cmd.op {
+                                        WriteOp::Ingest {
+                                            index, manifest, ..
+                                        } => Some((index, &**manifest)),
+                                        WriteOp::RunFinished {
+                                            outcome:
+                                                RunOutcome::Succeeded {
+                                                    output: Some(out), ..
+                                                },
+                                            ..
+                                        } => Some((&out.index, &out.manifest)),
+                                        _ => None,
+                                    };
+                                    if let Some((index, manifest)) = content {
                                         node.bundles.push(StoredBundle {
                                             version: *version,
                                             id: *bundle,
                                             index: index.clone(),
-                                            manifest: (**manifest).clone(),
+                                            manifest: manifest.clone(),
                                             user: cmd.user.clone(),
                                             time_ms: cmd.time_ms,
                                             request: cmd.id,
@@ -229,9 +263,17 @@ impl Registry {
                     Arc::make_mut(node).own = own;
                 }
             }
+            let created = matches!(cmd.op, WriteOp::Run { .. });
             let mut ids = Vec::with_capacity(plan.runs.len());
             for run in plan.runs {
-                ids.push(run.id);
+                if run.state == RunState::Queued {
+                    self.queued.insert(run.id);
+                } else {
+                    self.queued.remove(&run.id);
+                }
+                if created {
+                    ids.push(run.id);
+                }
                 self.runs.insert(run.id, Arc::new(run));
             }
             ids
@@ -275,15 +317,115 @@ impl Registry {
     /// Works out what `cmd` (request number `seq`) does without changing anything.
     fn plan(&self, cmd: &Command, seq: u64) -> Result<Plan, ApiError> {
         let mut plan = Plan::default();
-        if let WriteOp::Run {
-            addr,
-            task,
-            set,
-            sweep,
-        } = &cmd.op
-        {
-            self.plan_run(cmd, seq, addr, task, set, sweep, &mut plan)?;
-            return Ok(plan);
+        match &cmd.op {
+            WriteOp::Run {
+                addr,
+                task,
+                set,
+                sweep,
+            } => {
+                self.plan_run(cmd, seq, addr, task, set, sweep, &mut plan)?;
+                return Ok(plan);
+            }
+            WriteOp::RunStarted {
+                node,
+                run,
+                attempt,
+                worker,
+            } => {
+                let mut r = self.run_at(node, run)?;
+                if r.state.is_finished() {
+                    return Err(ApiError::bad_request(format!(
+                        "run {run} has already ended ({:?})",
+                        r.state
+                    )));
+                }
+                if *attempt != r.attempt {
+                    return Err(ApiError::bad_request(format!(
+                        "run {run}: delivery {attempt} is stale; the run is at attempt {}",
+                        r.attempt
+                    )));
+                }
+                r.state = RunState::Running;
+                r.attempts.push(AttemptRecord {
+                    attempt: *attempt,
+                    worker: worker.clone(),
+                    started_ms: cmd.time_ms,
+                    finished_ms: None,
+                    exit: None,
+                    reason: None,
+                });
+                plan.runs.push(r);
+                return Ok(plan);
+            }
+            WriteOp::RunFinished {
+                node,
+                run,
+                attempt,
+                outcome,
+            } => {
+                let mut r = self.run_at(node, run)?;
+                // Reported twice, or by a delivery that was superseded: nothing to do.
+                if r.state.is_finished() || *attempt != r.attempt {
+                    return Ok(plan);
+                }
+                let (exit, reason) = match outcome {
+                    RunOutcome::Succeeded { exit, .. } => (Some(*exit), None),
+                    RunOutcome::Failed { exit, reason } => (*exit, Some(reason.clone())),
+                };
+                if let Some(a) = r.attempts.iter_mut().rev().find(|a| a.attempt == *attempt) {
+                    a.finished_ms = Some(cmd.time_ms);
+                    a.exit = exit;
+                    a.reason = reason.clone();
+                }
+                r.exit = exit;
+                match outcome {
+                    RunOutcome::Succeeded { output, .. } => {
+                        r.state = RunState::Succeeded;
+                        r.finished_ms = Some(cmd.time_ms);
+                        r.reason = None;
+                        if let Some(out) = output {
+                            let versions = self
+                                .nodes
+                                .get(node)
+                                .map(|n| n.bundles.as_slice())
+                                .unwrap_or_default();
+                            let version = match versions.iter().find(|b| b.id == out.bundle) {
+                                Some(b) => b.version,
+                                None => {
+                                    let v = versions.len() as u64 + 1;
+                                    plan.events.push((
+                                        node.clone(),
+                                        EventKind::BundleAdded {
+                                            version: v,
+                                            bundle: out.bundle,
+                                        },
+                                    ));
+                                    v
+                                }
+                            };
+                            r.output = Some(BundleRef {
+                                version,
+                                id: out.bundle,
+                                existing: false,
+                            });
+                        }
+                    }
+                    RunOutcome::Failed { .. } if r.attempt <= r.definition.retries => {
+                        r.state = RunState::Queued;
+                        r.attempt += 1;
+                        r.reason = reason;
+                    }
+                    RunOutcome::Failed { .. } => {
+                        r.state = RunState::Failed;
+                        r.finished_ms = Some(cmd.time_ms);
+                        r.reason = reason;
+                    }
+                }
+                plan.runs.push(r);
+                return Ok(plan);
+            }
+            _ => {}
         }
         let events = &mut plan.events;
         match &cmd.op {
@@ -332,9 +474,30 @@ impl Registry {
                     ));
                 }
             }
-            WriteOp::Run { .. } => {}
+            WriteOp::Run { .. } | WriteOp::RunStarted { .. } | WriteOp::RunFinished { .. } => {}
         }
         Ok(plan)
+    }
+
+    /// A copy of run `id`, which must be at `node`.
+    fn run_at(&self, node: &Address, id: &RunId) -> Result<RunRecord, ApiError> {
+        let r = self.run(id)?;
+        if r.node != *node {
+            return Err(ApiError::bad_request(format!(
+                "run {id} is at {}, not {node}",
+                r.node
+            )));
+        }
+        Ok(r)
+    }
+
+    /// Runs waiting for a worker, oldest first, with the delivery to publish.
+    pub fn queued_runs(&self) -> Vec<(RunId, Address, u32)> {
+        self.queued
+            .iter()
+            .filter_map(|id| self.runs.get(id))
+            .map(|r| (r.id, r.node.clone(), r.attempt))
+            .collect()
     }
 
     /// Runs of `task`: at `addr`, or one per sweep combination at new nodes
@@ -420,6 +583,12 @@ impl Registry {
                 request: cmd.id,
                 user: cmd.user.clone(),
                 created_ms: cmd.time_ms,
+                attempt: 1,
+                attempts: Vec::new(),
+                output: None,
+                reason: None,
+                exit: None,
+                finished_ms: None,
             });
         }
         Ok(())
@@ -590,7 +759,7 @@ impl Registry {
                 0 => "it has no bundles yet; push one with `plotter2 push DIR ADDR`".to_owned(),
                 n => format!("it has versions 1 to {n}"),
             };
-            let which = version.map_or("a bundle".to_owned(), |v| format!("version {v}"));
+            let which = version.map_or("bundle".to_owned(), |v| format!("version {v}"));
             ApiError::not_found(format!("{addr} has no {which}: {have}"))
         })?;
         Ok(BundleDetail {

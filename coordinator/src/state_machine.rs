@@ -41,6 +41,8 @@ pub struct StateMachine {
     state: Arc<RwLock<SmState>>,
     /// `<data dir>/snapshot.bin`, replaced atomically.
     snapshot_path: Arc<PathBuf>,
+    /// The last applied log index, for those who act on changes (dispatch).
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn poisoned<T>(_: T) -> io::Error {
@@ -60,6 +62,7 @@ impl StateMachine {
         Ok(Self {
             state: Arc::new(RwLock::new(state)),
             snapshot_path,
+            applied: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -80,6 +83,11 @@ impl StateMachine {
     /// Read access to the registry as applied so far.
     pub fn read(&self) -> io::Result<RwLockReadGuard<'_, SmState>> {
         self.state.read().map_err(poisoned)
+    }
+
+    /// Changes whenever entries are applied.
+    pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 }
 
@@ -148,6 +156,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Some(r) = responder {
                 r.send(answer);
             }
+            self.applied.send_replace(entry.log_id.index());
         }
         Ok(())
     }

@@ -214,6 +214,56 @@ pub enum WriteOp {
         #[serde(default)]
         sweep: Vec<Sweep>,
     },
+    /// A worker took delivery `attempt` of a run at `node`.
+    RunStarted {
+        node: Address,
+        run: RunId,
+        attempt: u32,
+        worker: String,
+    },
+    /// A worker finished an attempt. A success's output becomes a bundle version of `node`
+    /// (once, however often it is reported); a failure is retried while `retries` allow.
+    RunFinished {
+        node: Address,
+        run: RunId,
+        attempt: u32,
+        outcome: RunOutcome,
+    },
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RunOutcome {
+    Succeeded {
+        exit: i32,
+        /// What the task wrote into `{out}`; its blobs are in the object store.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Box<RunOutput>>,
+    },
+    Failed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit: Option<i32>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOutput {
+    pub bundle: Hash,
+    pub index: FileIndex,
+    pub manifest: Manifest,
+}
+
+/// Where runs are delivered: `p2.task.<address subject>` on this JetStream work-queue stream.
+pub const TASK_STREAM: &str = "P2_TASKS";
+pub const TASK_PREFIX: &str = "p2.task";
+
+/// The message a worker receives: which run, which delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub run: RunId,
+    pub attempt: u32,
 }
 
 impl WriteOp {
@@ -224,6 +274,8 @@ impl WriteOp {
             WriteOp::Archive { .. } => "archive",
             WriteOp::Ingest { .. } => "ingest",
             WriteOp::Run { .. } => "run",
+            WriteOp::RunStarted { .. } => "run_started",
+            WriteOp::RunFinished { .. } => "run_finished",
         }
     }
 
@@ -234,6 +286,7 @@ impl WriteOp {
             | WriteOp::Archive { addr }
             | WriteOp::Ingest { addr, .. }
             | WriteOp::Run { addr, .. } => addr,
+            WriteOp::RunStarted { node, .. } | WriteOp::RunFinished { node, .. } => node,
         }
     }
 }
@@ -324,6 +377,8 @@ pub const VERBS: &[&str] = &[
     "archive",
     "ingest",
     "run",
+    "run_started",
+    "run_finished",
     "ls",
     "show",
     "history",
@@ -489,6 +544,46 @@ pub struct RunRecord {
     pub request: RequestId,
     pub user: UserName,
     pub created_ms: u64,
+    /// The delivery being dispatched: 1, then one more per retry after a failure.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// Every time a worker took the run (a crashed worker's delivery taken over included).
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<BundleRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl RunState {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
 }
 
 /// A bundle version of a node.

@@ -46,7 +46,8 @@ pub async fn materialise(
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("bundle");
-        let building = dest.with_file_name(format!(".{name}.{}", std::process::id()));
+        // Unique per call: several tasks of one process may build the same tree at once.
+        let building = dest.with_file_name(format!(".{name}.{}", ulid::Ulid::new()));
         let _ = tokio::fs::remove_dir_all(&building).await;
         Box::pin(materialise(store, detail, &building, false)).await?;
         let (from, to) = (building.clone(), dest.to_owned());
@@ -56,7 +57,15 @@ pub async fn materialise(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StagerError::io(&to)(e)),
             }
-            std::fs::rename(&from, &to).map_err(StagerError::io(&from))
+            match std::fs::rename(&from, &to) {
+                Ok(()) => Ok(()),
+                // Another caller put the same tree there first.
+                Err(_) if to.is_dir() => {
+                    let _ = std::fs::remove_dir_all(&from);
+                    Ok(())
+                }
+                Err(e) => Err(StagerError::io(&from)(e)),
+            }
         })
         .await;
     }

@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod failover;
+mod runs;
 mod stager;
 mod tour;
 mod up;

@@ -648,3 +648,104 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// A real `plotter2 worker` process serving one subtree.
+pub struct Worker {
+    pub name: String,
+    child: Child,
+}
+
+impl Worker {
+    pub fn start(cluster: &Cluster, home: &Path, store: &str, serve: &str, name: &str) -> Self {
+        std::fs::create_dir_all(home).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["worker", "--home"])
+            .arg(home)
+            .args([
+                "--nats",
+                &cluster.nats.url(),
+                "--store",
+                store,
+                "--serve",
+                serve,
+                "--name",
+                name,
+                "--slots",
+                "4",
+            ])
+            .env("RUST_LOG", "info")
+            .env("P2_USER", "worker")
+            .envs(S3_TEST_ENV.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Worker {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {} did not exit",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs at `addr` and below.
+pub async fn runs_of(client: &Client, addr: &str) -> Vec<plotter2_node::protocol::RunRecord> {
+    use plotter2_node::protocol::{Op, ReadOp, Reply};
+    let op = Op::Read(ReadOp::Runs {
+        addr: plotter2_node::Address::parse(addr).unwrap(),
+    });
+    match client.call(op).await {
+        Ok(Reply::Runs(r)) => r,
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until every run at `addr` and below has ended (and there are `n` of them).
+pub async fn wait_runs_ended(
+    client: &Client,
+    addr: &str,
+    n: usize,
+    limit: Duration,
+) -> Vec<plotter2_node::protocol::RunRecord> {
+    wait_for(
+        limit,
+        &format!("{n} run(s) under {addr} to end"),
+        || async {
+            let runs = runs_of(client, addr).await;
+            (runs.len() == n && runs.iter().all(|r| r.state.is_finished())).then_some(runs)
+        },
+    )
+    .await
+}

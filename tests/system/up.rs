@@ -87,7 +87,7 @@ fn up_survives_kill9_of_the_whole_tree_and_stops_on_sigterm() {
 
     // kill -9 the whole tree.
     let tree = children(&home);
-    assert_eq!(tree.len(), 5, "nats + 3 coordinators + stager");
+    assert_eq!(tree.len(), 6, "nats + 3 coordinators + stager + worker");
     let _ = up.kill();
     let _ = up.wait();
     for pid in &tree {
@@ -142,7 +142,7 @@ fn up_survives_kill9_of_the_whole_tree_and_stops_on_sigterm() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = children(&home);
-        if now.len() == 5 && !now.contains(&victim) {
+        if now.len() == 6 && !now.contains(&victim) {
             break;
         }
         assert!(

@@ -1,0 +1,139 @@
+//! Runs through real workers: a sweep to completion with outputs and provenance, bad tasks that
+//! end failed with their reason while the worker keeps serving, and pools that only see their
+//! own subtree.
+
+use std::time::Duration;
+
+use plotter2_node::protocol::RunState;
+
+use crate::support::{
+    Cluster, Opts, Stager, Worker, runs_of, wait_for, wait_runs_ended, write_bundle,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A code bundle whose tasks are shell commands (no interpreter beyond sh needed).
+fn code_manifest() -> String {
+    serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
+        "train": {"kind": "command",
+                  "run": ["sh", "train.sh", "{lr}", "{out}"],
+                  "params": {"lr": 0.1}, "timeout": "30s", "retries": 1},
+        "missing": {"kind": "command", "run": ["no-such-program-p2", "{out}"]},
+        "undefined": {"kind": "command", "run": ["sh", "-c", "echo {seed}"]},
+        "forever": {"kind": "command", "run": ["sleep", "600"], "timeout": "1s"},
+        "chatty": {"kind": "command", "run": ["sh", "-c", "head -c 1000000000 /dev/zero"]},
+        "flaky": {"kind": "command", "run": ["sh", "-c", "echo trying; exit 3"], "retries": 1}
+    }}}})
+    .to_string()
+}
+
+const TRAIN_SH: &[u8] =
+    b"echo \"training with lr $1\"\nprintf 'lr,%s\\n' \"$1\" > \"$2/weights.csv\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_runs_to_completion_and_bad_tasks_fail_with_reasons() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let code = c.dir.path().join("code");
+    write_bundle(&code, Some(&code_manifest()), &[("train.sh", TRAIN_SH)]);
+    let addr = "/sources/tali/experiment2";
+    stager.cli_ok(&["push", code.to_str().unwrap(), addr]);
+    let client = c.client().await;
+
+    c.cli_ok(&["run", addr, "train", "--sweep", "lr=0.1,0.2,0.15,0.05,0.01"]);
+    let runs = wait_runs_ended(&client, addr, 5, LIMIT).await;
+    for r in &runs {
+        assert_eq!(r.state, RunState::Succeeded, "{} {:?}", r.id, r.reason);
+        assert_eq!(r.attempts.len(), 1, "{}", r.id);
+        assert_eq!(r.attempts[0].worker, "w1");
+        let out = r.output.as_ref().expect("output bundle");
+        assert_eq!(out.version, 1);
+    }
+    let weights = stager.cli_ok(&["get", &format!("{addr}/sweep-1/lr=0.15@latest:weights.csv")]);
+    assert_eq!(weights, "lr,0.15\n");
+    let show = c.cli_json(&["show", &format!("{addr}/sweep-1/lr=0.15"), "--json"]);
+    let meta = &show["bundles"][0]["manifest"]["meta"];
+    assert_eq!(meta["task"], "train");
+    assert_eq!(meta["params"]["lr"], 0.15);
+    assert!(meta["run"].as_str().unwrap().starts_with('r'));
+    assert!(meta["code"].as_str().unwrap().starts_with("b3:"));
+
+    // Bad tasks end failed, each with a reason that says what happened.
+    for (task, why) in [
+        ("missing", "cannot start \"no-such-program-p2\""),
+        ("undefined", "no param \"seed\""),
+        ("forever", "timed out"),
+        ("chatty", "more than 64 MiB"),
+        ("flaky", "exit status 3"),
+    ] {
+        c.cli_ok(&["run", addr, task]);
+        let target = addr.to_string();
+        let r = wait_for(LIMIT, &format!("task {task} to end"), || {
+            let client = client.clone();
+            let target = target.clone();
+            async move {
+                runs_of(&client, &target)
+                    .await
+                    .into_iter()
+                    .find(|r| r.task == task && r.state.is_finished())
+            }
+        })
+        .await;
+        assert_eq!(r.state, RunState::Failed, "{task}");
+        let reason = r.reason.clone().unwrap_or_default();
+        assert!(reason.contains(why), "{task}: {reason}");
+        if task == "flaky" {
+            assert_eq!(r.attempts.len(), 2, "retried once");
+            assert!(
+                reason.contains("trying"),
+                "the log tail is in the reason: {reason}"
+            );
+        }
+    }
+    // The worker still serves.
+    c.cli_ok(&["run", addr, "train", "--set", "lr=0.5"]);
+    wait_for(LIMIT, "a good run after the bad ones", || async {
+        runs_of(&client, addr).await.into_iter().find(|r| {
+            r.params.get("lr") == Some(&serde_json::json!(0.5)) && r.state == RunState::Succeeded
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_only_see_their_subtree_and_may_not_overlap() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _a = Worker::start(&c, &c.dir.path().join("wa"), &store, "/lab/a", "wa");
+    let _b = Worker::start(&c, &c.dir.path().join("wb"), &store, "/lab/b", "wb");
+    let code = c.dir.path().join("code");
+    write_bundle(&code, Some(&code_manifest()), &[("train.sh", TRAIN_SH)]);
+    stager.cli_ok(&["push", code.to_str().unwrap(), "/lab"]);
+    c.cli_ok(&["new", "/lab/a"]);
+    c.cli_ok(&["new", "/lab/b"]);
+    c.cli_ok(&["run", "/lab/a", "train", "--sweep", "lr=1,2,3"]);
+    c.cli_ok(&["run", "/lab/b", "train", "--sweep", "lr=4,5,6"]);
+    let client = c.client().await;
+    for (sub, worker) in [("/lab/a", "wa"), ("/lab/b", "wb")] {
+        let runs = wait_runs_ended(&client, sub, 3, LIMIT).await;
+        for r in runs {
+            assert_eq!(r.state, RunState::Succeeded, "{:?}", r.reason);
+            assert!(
+                r.attempts.iter().all(|a| a.worker == worker),
+                "{} ran on {:?}",
+                r.id,
+                r.attempts
+            );
+        }
+    }
+    // A pool inside another pool's subtree is refused, saying why.
+    let mut overlapping =
+        Worker::start(&c, &c.dir.path().join("wx"), &store, "/lab/a/sweep-1", "wx");
+    let status = overlapping.wait_exit(LIMIT);
+    assert!(!status.success());
+    let log = std::fs::read_to_string(c.dir.path().join("wx/wx.log")).unwrap();
+    assert!(log.contains("must not overlap"), "{log}");
+}

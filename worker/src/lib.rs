@@ -1,0 +1,31 @@
+//! plotter2's worker: pulls runs of one subtree (its pool) from the JetStream work queue, runs
+//! `command` tasks in sandboxes under `<home>/service/`, and reports each attempt to the
+//! coordinator, with what the task wrote into `{out}` stored as the run node's next bundle.
+//!
+//! It owns its sandboxes and its code cache; it reads the registry and writes it only through
+//! requests (`run_started`, `run_finished`), and never touches raft state or the stager's
+//! spool.
+//!
+//! - [`pool`]: the durable pull consumer of a subtree, and the loop that fills the slots.
+//! - [`execute`]: one attempt: sandbox, argv substitution, process, logs, timeout, output.
+
+pub mod execute;
+pub mod pool;
+
+pub use pool::{WorkerConfig, run};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Client(#[from] plotter2_node::client::ClientError),
+    #[error("{0}")]
+    Stager(#[from] plotter2_stager::StagerError),
+    #[error("{0}")]
+    Store(#[from] plotter2_node::store::StoreError),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("{0}")]
+    Pool(String),
+}
