@@ -137,3 +137,101 @@ async fn pools_only_see_their_subtree_and_may_not_overlap() {
     let log = std::fs::read_to_string(c.dir.path().join("wx/wx.log")).unwrap();
     assert!(log.contains("must not overlap"), "{log}");
 }
+
+/// A sweep of `n` runs that each take about a second, at `addr`.
+fn slow_code(dir: &std::path::Path) {
+    let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
+        "slow": {"kind": "command",
+                 "run": ["sh", "-c", "sleep 1; echo {lr} > {out}/result.txt"],
+                 "params": {"lr": 0}}}}}});
+    write_bundle(
+        dir,
+        Some(&manifest.to_string()),
+        &[("README", b"slow task")],
+    );
+}
+
+/// Every run succeeded and each run node holds exactly one bundle version (stored once).
+async fn assert_each_output_once(c: &Cluster, runs: &[plotter2_node::protocol::RunRecord]) {
+    let client = c.client().await;
+    for r in runs {
+        assert_eq!(r.state, RunState::Succeeded, "{} {:?}", r.id, r.reason);
+        let versions = crate::support::bundles_of(&client, &r.node.to_string()).await;
+        assert_eq!(versions.len(), 1, "{}: output stored once", r.node);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_sweep_loses_nothing() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let mut w1 = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let _w2 = Worker::start(&c, &c.dir.path().join("w2"), &store, "/", "w2");
+    let code = c.dir.path().join("code");
+    slow_code(&code);
+    stager.cli_ok(&["push", code.to_str().unwrap(), "/exp"]);
+    c.cli_ok(&["run", "/exp", "slow", "--sweep", "lr=1,2,3,4,5,6,7,8,9,10"]);
+    let client = c.client().await;
+    wait_for(LIMIT, "w1 to be running a run", || async {
+        runs_of(&client, "/exp").await.into_iter().find(|r| {
+            r.state == RunState::Running && r.attempts.last().is_some_and(|a| a.worker == "w1")
+        })
+    })
+    .await;
+    w1.kill9();
+    let runs = wait_runs_ended(&client, "/exp", 10, Duration::from_secs(90)).await;
+    assert_each_output_once(&c, &runs).await;
+    let taken_over = runs.iter().filter(|r| r.attempts.len() > 1).count();
+    assert!(taken_over >= 1, "w1's runs were redelivered to w2");
+    for r in runs.iter().filter(|r| r.attempts.len() > 1) {
+        assert_eq!(r.attempts.last().unwrap().worker, "w2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _w = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let code = c.dir.path().join("code");
+    slow_code(&code);
+    stager.cli_ok(&["push", code.to_str().unwrap(), "/exp"]);
+    c.cli_ok(&["run", "/exp", "slow", "--sweep", "lr=1,2,3,4,5,6,7,8,9,10"]);
+    let client = c.client().await;
+    wait_for(LIMIT, "a run to start", || async {
+        runs_of(&client, "/exp")
+            .await
+            .into_iter()
+            .find(|r| r.state == RunState::Running)
+    })
+    .await;
+    let leader = c.wait_leader(LIMIT).await;
+    c.coord(leader).kill9();
+    let runs = wait_runs_ended(&client, "/exp", 10, Duration::from_secs(90)).await;
+    assert_each_output_once(&c, &runs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_sweep_loses_nothing() {
+    let mut c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _w = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let code = c.dir.path().join("code");
+    slow_code(&code);
+    stager.cli_ok(&["push", code.to_str().unwrap(), "/exp"]);
+    c.cli_ok(&["run", "/exp", "slow", "--sweep", "lr=1,2,3,4,5,6,7,8,9,10"]);
+    let client = c.client().await;
+    wait_for(LIMIT, "a run to start", || async {
+        runs_of(&client, "/exp")
+            .await
+            .into_iter()
+            .find(|r| r.state == RunState::Running)
+    })
+    .await;
+    c.nats.restart();
+    let runs = wait_runs_ended(&client, "/exp", 10, Duration::from_secs(120)).await;
+    assert_each_output_once(&c, &runs).await;
+}

@@ -139,6 +139,15 @@ async fn prepare_and_run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: only async-signal-safe prctl between fork and exec. The task dies with this
+    // worker even when the worker is killed with SIGKILL, so a crashed worker leaves no run
+    // going on behind the one that takes its delivery over.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
