@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use plotter2_node::Address;
 use plotter2_node::nodeconf::Assignment;
-use plotter2_node::protocol::RequestId;
+use plotter2_node::protocol::{RequestId, RunId};
 use plotter2_node::reference::BundleReference;
 use plotter2_node::sweep::Sweep;
 
@@ -141,6 +141,22 @@ pub enum Command {
         /// new node ADDR/sweep-<n>/<key=value>
         #[arg(long = "sweep", value_name = "KEY=V1,V2,…")]
         sweep: Vec<Sweep>,
+        /// Wait until every run has ended; exit non-zero unless all succeeded
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// stdout+stderr of a run's attempts
+    Logs {
+        run: RunId,
+        /// Keep printing while the run runs
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// End a run that has not ended; its worker kills it
+    Cancel {
+        run: RunId,
         #[arg(long)]
         json: bool,
     },

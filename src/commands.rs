@@ -69,7 +69,7 @@ pub async fn connect(global: &Global) -> Result<Client> {
         .with_deadline(Duration::from_secs_f64(global.timeout)))
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
+pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -92,6 +92,26 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             task,
             set,
             sweep,
+            wait: true,
+            json,
+        } => {
+            let op = Op::Write(WriteOp::Run {
+                addr: addr.clone(),
+                task,
+                set,
+                sweep,
+            });
+            let Reply::Written(receipt) = client.call(op).await? else {
+                bail!("unexpected answer to run");
+            };
+            return crate::runcmds::wait(&client, &addr, &receipt.runs, json).await;
+        }
+        Command::Run {
+            addr,
+            task,
+            set,
+            sweep,
+            wait: false,
             json,
         } => (
             Op::Write(WriteOp::Run {
@@ -102,6 +122,12 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             }),
             json,
         ),
+        Command::Logs { run, follow } => {
+            let home = Home::resolve(global.home.clone())?;
+            let store = crate::roles::open_store(global, &home).await?;
+            return crate::runcmds::logs(&client, &store, run, follow).await;
+        }
+        Command::Cancel { run, json } => return crate::runcmds::cancel(&client, run, json).await,
         Command::Runs { addr, json } => (Op::Read(ReadOp::Runs { addr }), json),
         Command::Cluster {
             command: ClusterCommand::Status { json },
@@ -272,7 +298,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
     Ok(())
 }
 
-fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
+pub fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
     let mut t = Table::new(&["RUN", "STATE", "TASK", "NODE", "PARAMS", "CREATED"]);
     for r in runs {
         t.row(vec![

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod output;
 mod roles;
+mod runcmds;
 mod up;
 
 use clap::Parser;

@@ -118,7 +118,8 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
         WriteOp::Archive { .. }
         | WriteOp::Ingest { .. }
         | WriteOp::RunStarted { .. }
-        | WriteOp::RunFinished { .. } => &[],
+        | WriteOp::RunFinished { .. }
+        | WriteOp::Cancel { .. } => &[],
     };
     if let WriteOp::RunFinished {
         outcome: RunOutcome::Succeeded {
@@ -354,7 +355,22 @@ impl Registry {
                     finished_ms: None,
                     exit: None,
                     reason: None,
+                    log: None,
                 });
+                plan.runs.push(r);
+                return Ok(plan);
+            }
+            WriteOp::Cancel { node, run } => {
+                let mut r = self.run_at(node, run)?;
+                if r.state.is_finished() {
+                    return Err(ApiError::bad_request(format!(
+                        "run {run} has already ended ({:?})",
+                        r.state
+                    )));
+                }
+                r.state = RunState::Cancelled;
+                r.finished_ms = Some(cmd.time_ms);
+                r.reason = Some(format!("cancelled by {}", cmd.user));
                 plan.runs.push(r);
                 return Ok(plan);
             }
@@ -363,20 +379,36 @@ impl Registry {
                 run,
                 attempt,
                 outcome,
+                log,
             } => {
                 let mut r = self.run_at(node, run)?;
                 // Reported twice, or by a delivery that was superseded: nothing to do.
                 if r.state.is_finished() || *attempt != r.attempt {
+                    if r.state == RunState::Cancelled
+                        && let Some(a) = r
+                            .attempts
+                            .iter_mut()
+                            .rev()
+                            .find(|a| a.attempt == *attempt && a.finished_ms.is_none())
+                    {
+                        // The killed attempt still reports its log.
+                        a.finished_ms = Some(cmd.time_ms);
+                        a.log = *log;
+                        a.reason = Some("cancelled".into());
+                        plan.runs.push(r);
+                    }
                     return Ok(plan);
                 }
                 let (exit, reason) = match outcome {
                     RunOutcome::Succeeded { exit, .. } => (Some(*exit), None),
                     RunOutcome::Failed { exit, reason } => (*exit, Some(reason.clone())),
                 };
+                // The attempt's record keeps its log even when the run ended meanwhile.
                 if let Some(a) = r.attempts.iter_mut().rev().find(|a| a.attempt == *attempt) {
                     a.finished_ms = Some(cmd.time_ms);
                     a.exit = exit;
                     a.reason = reason.clone();
+                    a.log = *log;
                 }
                 r.exit = exit;
                 match outcome {
@@ -474,7 +506,10 @@ impl Registry {
                     ));
                 }
             }
-            WriteOp::Run { .. } | WriteOp::RunStarted { .. } | WriteOp::RunFinished { .. } => {}
+            WriteOp::Run { .. }
+            | WriteOp::RunStarted { .. }
+            | WriteOp::RunFinished { .. }
+            | WriteOp::Cancel { .. } => {}
         }
         Ok(plan)
     }

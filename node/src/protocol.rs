@@ -228,6 +228,14 @@ pub enum WriteOp {
         run: RunId,
         attempt: u32,
         outcome: RunOutcome,
+        /// The attempt's stdout+stderr, stored as a blob.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<Hash>,
+    },
+    /// Ends a run that has not ended; a worker running it kills it.
+    Cancel {
+        node: Address,
+        run: RunId,
     },
 }
 
@@ -276,6 +284,7 @@ impl WriteOp {
             WriteOp::Run { .. } => "run",
             WriteOp::RunStarted { .. } => "run_started",
             WriteOp::RunFinished { .. } => "run_finished",
+            WriteOp::Cancel { .. } => "cancel",
         }
     }
 
@@ -286,7 +295,9 @@ impl WriteOp {
             | WriteOp::Archive { addr }
             | WriteOp::Ingest { addr, .. }
             | WriteOp::Run { addr, .. } => addr,
-            WriteOp::RunStarted { node, .. } | WriteOp::RunFinished { node, .. } => node,
+            WriteOp::RunStarted { node, .. }
+            | WriteOp::RunFinished { node, .. }
+            | WriteOp::Cancel { node, .. } => node,
         }
     }
 }
@@ -379,6 +390,7 @@ pub const VERBS: &[&str] = &[
     "run",
     "run_started",
     "run_finished",
+    "cancel",
     "ls",
     "show",
     "history",
@@ -575,6 +587,19 @@ pub struct AttemptRecord {
     pub exit: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// stdout+stderr of the attempt, a blob in the object store (`plotter2 logs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<Hash>,
+}
+
+/// Live log chunks of a running attempt, published by its worker (header `offset`).
+pub fn log_subject(run: &RunId) -> String {
+    format!("p2.log.{}", run.to_string().replace('.', "_"))
+}
+
+/// The worker running an attempt answers here with the log so far.
+pub fn log_request_subject(run: &RunId) -> String {
+    format!("p2.logreq.{}", run.to_string().replace('.', "_"))
 }
 
 impl RunState {

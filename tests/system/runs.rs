@@ -22,7 +22,8 @@ fn code_manifest() -> String {
         "undefined": {"kind": "command", "run": ["sh", "-c", "echo {seed}"]},
         "forever": {"kind": "command", "run": ["sleep", "600"], "timeout": "1s"},
         "chatty": {"kind": "command", "run": ["sh", "-c", "head -c 1000000000 /dev/zero"]},
-        "flaky": {"kind": "command", "run": ["sh", "-c", "echo trying; exit 3"], "retries": 1}
+        "flaky": {"kind": "command", "run": ["sh", "-c", "echo trying; exit 3"], "retries": 1},
+        "long": {"kind": "command", "run": ["sh", "-c", "echo started; sleep 600"]}
     }}}})
     .to_string()
 }
@@ -92,14 +93,74 @@ async fn a_sweep_runs_to_completion_and_bad_tasks_fail_with_reasons() {
             );
         }
     }
-    // The worker still serves.
-    c.cli_ok(&["run", addr, "train", "--set", "lr=0.5"]);
-    wait_for(LIMIT, "a good run after the bad ones", || async {
-        runs_of(&client, addr).await.into_iter().find(|r| {
-            r.params.get("lr") == Some(&serde_json::json!(0.5)) && r.state == RunState::Succeeded
-        })
+    // The worker still serves; --wait returns once the run ended.
+    let out = c.cli_ok(&["run", addr, "train", "--set", "lr=0.5", "--wait"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let (ok, _, err) = c.cli(&["run", addr, "flaky", "--wait"]);
+    assert!(
+        !ok && err.contains("exit status 3"),
+        "--wait fails with the reason: {err}"
+    );
+
+    // Logs: every attempt's, from the store.
+    let r015 = runs
+        .iter()
+        .find(|r| r.node.to_string().ends_with("lr=0.15"))
+        .unwrap();
+    let log = stager.cli_ok(&["logs", &r015.id.to_string()]);
+    assert_eq!(log, "training with lr 0.15\n");
+    let flaky = runs_of(&client, addr)
+        .await
+        .into_iter()
+        .find(|r| r.task == "flaky")
+        .unwrap();
+    let log = stager.cli_ok(&["logs", &flaky.id.to_string()]);
+    assert_eq!(
+        log.matches("[plotter2] exit status 3").count(),
+        2,
+        "both attempts, each with its reason: {log}"
+    );
+
+    // A running run: its log so far comes from its worker; cancel kills it.
+    c.cli_ok(&["run", addr, "long"]);
+    let long = wait_for(LIMIT, "the long run to start", || async {
+        runs_of(&client, addr)
+            .await
+            .into_iter()
+            .find(|r| r.task == "long" && r.state == RunState::Running)
     })
     .await;
+    let id = long.id.to_string();
+    wait_for(LIMIT, "the running log to show output", || async {
+        let (ok, out, _) = stager.cli(&["logs", &id]);
+        (ok && out.contains("started")).then_some(())
+    })
+    .await;
+    c.cli_ok(&["cancel", &id]);
+    let ended = wait_for(LIMIT, "the cancelled attempt to report", || async {
+        let r = runs_of(&client, addr)
+            .await
+            .into_iter()
+            .find(|r| r.id == long.id)?;
+        r.attempts.last()?.finished_ms?;
+        Some(r)
+    })
+    .await;
+    assert_eq!(ended.state, RunState::Cancelled);
+    assert!(
+        ended
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("cancelled by tali")
+    );
+    let log = stager.cli_ok(&["logs", &id]);
+    assert!(
+        log.contains("started") && log.contains("cancelled"),
+        "{log}"
+    );
+    let (ok, _, err) = c.cli(&["cancel", &id]);
+    assert!(!ok && err.contains("already ended"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,11 +191,10 @@ async fn tour(kind: Store) {
         .map(|e| e["version"].as_u64().unwrap())
         .collect();
     assert_eq!(added, vec![1, 2]);
-    assert!(
-        stager.spool_entries().is_empty(),
-        "{:?}",
-        stager.spool_entries()
-    );
+    wait_for(LIMIT, "the spool to empty", || async {
+        stager.spool_entries().is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,11 +452,11 @@ async fn bad_bundles(kind: Store) {
         assert_eq!(meta.nlink(), 1);
         assert_eq!(meta.mode() & 0o777, 0o644);
     }
-    assert!(
-        stager.spool_entries().is_empty(),
-        "{:?}",
-        stager.spool_entries()
-    );
+    // The error file is written before the spool entry is dropped.
+    wait_for(LIMIT, "the spool to empty", || async {
+        stager.spool_entries().is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

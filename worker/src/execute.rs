@@ -9,7 +9,9 @@ use std::process::Stdio;
 use plotter2_node::Address;
 use plotter2_node::client::Client;
 use plotter2_node::manifest::TaskKind;
-use plotter2_node::protocol::{Op, ReadOp, Reply, RunOutcome, RunOutput, RunRecord};
+use plotter2_node::protocol::{
+    Op, ReadOp, Reply, RunOutcome, RunOutput, RunRecord, log_request_subject, log_subject,
+};
 use plotter2_node::store::BlobStore;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,10 +53,11 @@ pub async fn attempt(
     run: &RunRecord,
     attempt: u32,
     worker: &str,
-) -> RunOutcome {
+    cancelled: impl Future<Output = ()>,
+) -> (RunOutcome, PathBuf) {
     let sandbox = boxes.sandbox(run, attempt, worker);
     let log_path = sandbox.join("log.txt");
-    let outcome = match prepare_and_run(boxes, client, run, &sandbox, &log_path).await {
+    let outcome = match prepare_and_run(boxes, client, run, &sandbox, &log_path, cancelled).await {
         Ok(o) => o,
         Err(e) => RunOutcome::Failed {
             exit: None,
@@ -74,7 +77,7 @@ pub async fn attempt(
                 .await;
         }
     }
-    outcome
+    (outcome, log_path)
 }
 
 async fn prepare_and_run(
@@ -83,6 +86,7 @@ async fn prepare_and_run(
     run: &RunRecord,
     sandbox: &Path,
     log_path: &Path,
+    cancelled: impl Future<Output = ()>,
 ) -> Result<RunOutcome, WorkerError> {
     let io = |p: &Path| {
         let p = p.to_owned();
@@ -163,13 +167,16 @@ async fn prepare_and_run(
     let log = tokio::fs::File::create(log_path)
         .await
         .map_err(io(log_path))?;
-    let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
-    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The log file and how much is in it, under one lock so offsets match the file.
+    let log = std::sync::Arc::new(tokio::sync::Mutex::new((log, 0u64)));
     let (over_tx, mut over_rx) = tokio::sync::watch::channel(false);
+    let live = log_subject(&run.id);
+    let nats = client.nats().clone();
     let pump = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
         let log = log.clone();
-        let written = written.clone();
         let over = over_tx.clone();
+        let nats = nats.clone();
+        let live = live.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -177,12 +184,51 @@ async fn prepare_and_run(
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let total = written.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                if total + n as u64 > LOG_LIMIT {
+                let mut guard = log.lock().await;
+                let (file, written) = &mut *guard;
+                if *written + n as u64 > LOG_LIMIT {
                     let _ = over.send(true);
                     continue; // keep draining so the child is not blocked until it is killed
                 }
-                let _ = log.lock().await.write_all(&buf[..n]).await;
+                let _ = file.write_all(&buf[..n]).await;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("offset", written.to_string().as_str());
+                *written += n as u64;
+                // Followers (`plotter2 logs -f`) get it live; nobody listening is fine.
+                let _ = nats
+                    .publish_with_headers(
+                        live.clone(),
+                        headers,
+                        bytes::Bytes::copy_from_slice(&buf[..n]),
+                    )
+                    .await;
+            }
+        })
+    };
+    // Answers "what is in the log so far" while the attempt runs.
+    let responder = {
+        let nats = nats.clone();
+        let log = log.clone();
+        let path = log_path.to_owned();
+        let subject = log_request_subject(&run.id);
+        tokio::spawn(async move {
+            let Ok(mut sub) = nats.subscribe(subject).await else {
+                return;
+            };
+            while let Some(req) = futures::StreamExt::next(&mut sub).await {
+                let Some(reply) = req.reply else { continue };
+                let upto = {
+                    let mut g = log.lock().await;
+                    let _ = g.0.flush().await;
+                    g.1
+                };
+                let start = upto.saturating_sub(LOG_REPLY_BYTES);
+                let bytes = read_range(&path, start, upto).await;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("offset", start.to_string().as_str());
+                let _ = nats
+                    .publish_with_headers(reply, headers, bytes.into())
+                    .await;
             }
         })
     };
@@ -200,6 +246,7 @@ async fn prepare_and_run(
         status = child.wait() => Ended::Exited(status.map_err(io(sandbox))?),
         _ = &mut sleep => Ended::TimedOut,
         _ = over_rx.changed() => Ended::TooMuchOutput,
+        () = cancelled => Ended::Cancelled,
     };
     if !matches!(ended, Ended::Exited(_)) {
         if let Some(pg) = pgid {
@@ -211,8 +258,13 @@ async fn prepare_and_run(
     for t in [out_task, err_task].into_iter().flatten() {
         let _ = t.await;
     }
-    let _ = log.lock().await.flush().await;
+    responder.abort();
+    let _ = log.lock().await.0.flush().await;
     match ended {
+        Ended::Cancelled => Ok(RunOutcome::Failed {
+            exit: None,
+            reason: "cancelled; the process group was killed".into(),
+        }),
         Ended::TimedOut => Ok(RunOutcome::Failed {
             exit: None,
             reason: format!(
@@ -255,6 +307,25 @@ enum Ended {
     Exited(std::process::ExitStatus),
     TimedOut,
     TooMuchOutput,
+    Cancelled,
+}
+
+/// The most a "log so far" answer carries (its end; older bytes are in the file).
+const LOG_REPLY_BYTES: u64 = 4 * 1024 * 1024;
+
+async fn read_range(path: &Path, start: u64, end: u64) -> Vec<u8> {
+    use tokio::io::AsyncSeekExt;
+    let Ok(mut f) = tokio::fs::File::open(path).await else {
+        return Vec::new();
+    };
+    if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return Vec::new();
+    }
+    let mut buf = vec![0u8; (end - start) as usize];
+    match f.read_exact(&mut buf).await {
+        Ok(_) => buf,
+        Err(_) => Vec::new(),
+    }
 }
 
 async fn log_tail(path: &Path) -> String {

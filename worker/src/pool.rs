@@ -204,13 +204,23 @@ async fn handle(config: &WorkerConfig, msg: jetstream::Message) {
             let _ = progress_msg.ack_with(AckKind::Progress).await;
         }
     });
-    let outcome =
-        execute::attempt(&config.sandboxes, client, &run, task.attempt, &config.name).await;
+    let cancelled = watch_cancel(client, &run);
+    let (outcome, log_path) = execute::attempt(
+        &config.sandboxes,
+        client,
+        &run,
+        task.attempt,
+        &config.name,
+        cancelled,
+    )
+    .await;
+    let log = store_log(&config.sandboxes, &log_path).await;
     let finished = Op::Write(WriteOp::RunFinished {
         node: run.node.clone(),
         run: run.id,
         attempt: task.attempt,
         outcome,
+        log,
     });
     let committed = client.call(finished).await;
     ticker.abort();
@@ -220,6 +230,43 @@ async fn handle(config: &WorkerConfig, msg: jetstream::Message) {
         }
         Err(e) => {
             tracing::warn!(run = %run.id, "cannot report the result: {e}; the run will be redelivered");
+        }
+    }
+}
+
+/// Resolves when the run is cancelled (checked every two seconds while it runs).
+async fn watch_cancel(client: &Client, run: &RunRecord) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if let Ok(Reply::Run(r)) = client.call(Op::Read(ReadOp::Run { id: run.id })).await
+            && r.state == plotter2_node::protocol::RunState::Cancelled
+        {
+            return;
+        }
+    }
+}
+
+/// Stores the attempt's log as a blob; `None` (and a warning) when that fails, since the
+/// attempt's result matters more than its log.
+async fn store_log(
+    boxes: &Sandboxes,
+    path: &std::path::Path,
+) -> Option<plotter2_node::bundle::Hash> {
+    let p = path.to_owned();
+    let hashed = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&p).and_then(plotter2_node::bundle::hash_reader)
+    })
+    .await;
+    let (hash, size) = match hashed {
+        Ok(Ok(h)) => h,
+        _ => return None,
+    };
+    match boxes.store.put_file(&hash, path, size, false).await {
+        Ok(_) => Some(hash),
+        Err(e) => {
+            tracing::warn!("cannot store the log {}: {e}", path.display());
+            None
         }
     }
 }

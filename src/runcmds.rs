@@ -1,0 +1,167 @@
+//! Run verbs that do more than one request: `run --wait`, `logs [-f]`, `cancel`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use futures::StreamExt;
+use plotter2_node::protocol::{
+    Op, ReadOp, Reply, RunId, RunRecord, RunState, WriteOp, log_request_subject, log_subject,
+};
+use plotter2_node::store::BlobStore;
+use plotter2_node::{Address, Client};
+
+use crate::commands::{print_json, runs_table};
+
+async fn read_run(client: &Client, id: RunId) -> Result<RunRecord> {
+    match client.call(Op::Read(ReadOp::Run { id })).await? {
+        Reply::Run(r) => Ok(r),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Waits until every run in `ids` (all under `addr`) has ended; prints them; fails unless all
+/// succeeded.
+pub async fn wait(client: &Client, addr: &Address, ids: &[RunId], json: bool) -> Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let runs = loop {
+        let Reply::Runs(all) = client
+            .call(Op::Read(ReadOp::Runs { addr: addr.clone() }))
+            .await?
+        else {
+            bail!("unexpected answer to runs");
+        };
+        let mine: Vec<RunRecord> = all.into_iter().filter(|r| ids.contains(&r.id)).collect();
+        let ended = mine.iter().filter(|r| r.state.is_finished()).count();
+        if tty {
+            eprint!("\r{ended}/{} runs ended", ids.len());
+        }
+        if ended == ids.len() {
+            if tty {
+                eprintln!();
+            }
+            break mine;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    if json {
+        print_json(&runs)?;
+    } else {
+        print!("{}", runs_table(&runs));
+    }
+    let bad: Vec<String> = runs
+        .iter()
+        .filter(|r| r.state != RunState::Succeeded)
+        .map(|r| {
+            format!(
+                "{} {:?}: {}",
+                r.id,
+                r.state,
+                r.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    if !bad.is_empty() {
+        bail!("{} run(s) did not succeed:\n{}", bad.len(), bad.join("\n"));
+    }
+    Ok(())
+}
+
+pub async fn cancel(client: &Client, id: RunId, json: bool) -> Result<()> {
+    let run = read_run(client, id).await?;
+    let reply = client
+        .call(Op::Write(WriteOp::Cancel {
+            node: run.node,
+            run: id,
+        }))
+        .await?;
+    if json && let Reply::Written(r) = reply {
+        return print_json(&r);
+    }
+    println!("cancelled {id}");
+    Ok(())
+}
+
+/// Prints every attempt's log; with `follow`, keeps printing the running attempt until the
+/// run ends.
+pub async fn logs(client: &Client, store: &BlobStore, id: RunId, follow: bool) -> Result<()> {
+    let run = read_run(client, id).await?;
+    for a in &run.attempts {
+        eprintln!("── {id} attempt {} on {} ──", a.attempt, a.worker);
+        match (a.log, a.finished_ms) {
+            (Some(blob), _) => {
+                store.fetch_into(&blob, std::io::stdout()).await?;
+            }
+            (None, None) => follow_attempt(client, id, follow).await?,
+            (None, Some(_)) => eprintln!("(no log was stored for this attempt)"),
+        }
+    }
+    if run.attempts.is_empty() {
+        eprintln!("{id} has not started yet ({:?})", run.state);
+        if follow {
+            // Wait for it to start, then follow.
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let r = read_run(client, id).await?;
+                if !r.attempts.is_empty() || r.state.is_finished() {
+                    return Box::pin(logs(client, store, id, follow)).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The running attempt's log so far (asked of its worker), then, with `follow`, what it
+/// writes until the run ends.
+async fn follow_attempt(client: &Client, id: RunId, follow: bool) -> Result<()> {
+    let nats = client.nats();
+    // Subscribe first, so nothing written between the two is missed.
+    let mut live = nats.subscribe(log_subject(&id)).await?;
+    let mut next = 0u64;
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        nats.request(log_request_subject(&id), bytes::Bytes::new()),
+    )
+    .await
+    {
+        Ok(Ok(msg)) => {
+            let start = offset_of(&msg).unwrap_or(0);
+            std::io::stdout().write_all(&msg.payload)?;
+            next = start + msg.payload.len() as u64;
+        }
+        _ => eprintln!("(the worker did not answer with the log so far)"),
+    }
+    if !follow {
+        eprintln!("(still running; `plotter2 logs {id} -f` follows it)");
+        return Ok(());
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            m = live.next() => {
+                let Some(m) = m else { break };
+                let at = offset_of(&m).unwrap_or(next);
+                let len = m.payload.len() as u64;
+                if at + len <= next {
+                    continue; // already printed
+                }
+                let skip = next.saturating_sub(at) as usize;
+                let mut out = std::io::stdout();
+                out.write_all(&m.payload[skip..])?;
+                out.flush()?;
+                next = at + len;
+            }
+            _ = tick.tick() => {
+                if read_run(client, id).await?.attempts.last().is_some_and(|a| a.finished_ms.is_some()) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn offset_of(msg: &async_nats::Message) -> Option<u64> {
+    msg.headers.as_ref()?.get("offset")?.as_str().parse().ok()
+}
