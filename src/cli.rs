@@ -144,6 +144,10 @@ pub enum Command {
         /// Wait until every run has ended; exit non-zero unless all succeeded
         #[arg(long)]
         wait: bool,
+        /// Run even where a succeeded run with the same fingerprint (task, code, inputs,
+        /// params) could be reused
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },

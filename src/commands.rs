@@ -92,6 +92,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             task,
             set,
             sweep,
+            force,
             wait: true,
             json,
         } => {
@@ -100,6 +101,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                 task,
                 set,
                 sweep,
+                force,
             });
             let Reply::Written(receipt) = client.call(op).await? else {
                 bail!("unexpected answer to run");
@@ -111,6 +113,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             task,
             set,
             sweep,
+            force,
             wait: false,
             json,
         } => (
@@ -119,6 +122,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                 task,
                 set,
                 sweep,
+                force,
             }),
             json,
         ),

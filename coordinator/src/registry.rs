@@ -80,6 +80,9 @@ pub struct Registry {
     /// Runs waiting for a worker: what the leader (re)publishes.
     #[serde(default)]
     queued: std::collections::BTreeSet<RunId>,
+    /// The first succeeded run of each fingerprint: what an equal run reuses.
+    #[serde(default)]
+    succeeded: BTreeMap<Hash, RunId>,
 }
 
 impl Default for Registry {
@@ -98,6 +101,7 @@ impl Default for Registry {
             by_id: BTreeMap::new(),
             runs: BTreeMap::new(),
             queued: Default::default(),
+            succeeded: BTreeMap::new(),
         }
     }
 }
@@ -266,11 +270,19 @@ impl Registry {
             }
             let created = matches!(cmd.op, WriteOp::Run { .. });
             let mut ids = Vec::with_capacity(plan.runs.len());
+            for (addr, stored) in plan.copies {
+                if let Some(node) = self.nodes.get_mut(&addr) {
+                    Arc::make_mut(node).bundles.push(stored);
+                }
+            }
             for run in plan.runs {
                 if run.state == RunState::Queued {
                     self.queued.insert(run.id);
                 } else {
                     self.queued.remove(&run.id);
+                }
+                if run.state == RunState::Succeeded {
+                    self.succeeded.entry(run.fingerprint).or_insert(run.id);
                 }
                 if created {
                     ids.push(run.id);
@@ -324,8 +336,9 @@ impl Registry {
                 task,
                 set,
                 sweep,
+                force,
             } => {
-                self.plan_run(cmd, seq, addr, task, set, sweep, &mut plan)?;
+                self.plan_run(cmd, seq, addr, task, set, sweep, *force, &mut plan)?;
                 return Ok(plan);
             }
             WriteOp::RunStarted {
@@ -546,6 +559,7 @@ impl Registry {
         task: &str,
         set: &[Assignment],
         sweep: &[Sweep],
+        force: bool,
         plan: &mut Plan,
     ) -> Result<(), ApiError> {
         let (defined_at, code, def) = self.find_task(addr, task)?;
@@ -604,9 +618,9 @@ impl Registry {
                     task: task.to_owned(),
                 },
             ));
-            plan.runs.push(RunRecord {
+            let mut record = RunRecord {
                 id,
-                node,
+                node: node.clone(),
                 task: task.to_owned(),
                 defined_at: defined_at.clone(),
                 definition: def.clone(),
@@ -624,9 +638,74 @@ impl Registry {
                 reason: None,
                 exit: None,
                 finished_ms: None,
-            });
+                reused_from: None,
+            };
+            if !force {
+                self.plan_reuse(&mut record, cmd, plan);
+            }
+            plan.runs.push(record);
         }
         Ok(())
+    }
+
+    /// Makes `run` a reuse of the first succeeded run with its fingerprint, when there is one:
+    /// it ends at once with that run's output, recorded as a version of its own node too.
+    fn plan_reuse(&self, run: &mut RunRecord, cmd: &Command, plan: &mut Plan) {
+        let Some(earlier) = self
+            .succeeded
+            .get(&run.fingerprint)
+            .and_then(|id| self.runs.get(id))
+        else {
+            return;
+        };
+        run.state = RunState::Succeeded;
+        run.finished_ms = Some(cmd.time_ms);
+        run.exit = earlier.exit;
+        run.reused_from = Some(earlier.id);
+        let Some(out) = &earlier.output else {
+            return;
+        };
+        let Some(stored) = self
+            .nodes
+            .get(&earlier.node)
+            .and_then(|n| n.bundles.iter().find(|b| b.id == out.id))
+        else {
+            return;
+        };
+        let existing = self
+            .nodes
+            .get(&run.node)
+            .map(|n| n.bundles.as_slice())
+            .unwrap_or_default();
+        let version = match existing.iter().find(|b| b.id == out.id) {
+            Some(b) => b.version,
+            None => {
+                let v = existing.len() as u64 + 1;
+                plan.events.push((
+                    run.node.clone(),
+                    EventKind::BundleAdded {
+                        version: v,
+                        bundle: out.id,
+                    },
+                ));
+                plan.copies.push((
+                    run.node.clone(),
+                    StoredBundle {
+                        version: v,
+                        user: cmd.user.clone(),
+                        time_ms: cmd.time_ms,
+                        request: cmd.id,
+                        ..stored.clone()
+                    },
+                ));
+                v
+            }
+        };
+        run.output = Some(BundleRef {
+            version,
+            id: out.id,
+            existing: true,
+        });
     }
 
     /// The nearest definition of `task`: on `addr` itself or its closest ancestor, in that
@@ -888,6 +967,8 @@ struct Plan {
     /// Own configs of other nodes the write creates (sweep children).
     configs: Vec<(Address, Map<String, Value>)>,
     runs: Vec<RunRecord>,
+    /// Bundles recorded again at another node (a reused run's output).
+    copies: Vec<(Address, StoredBundle)>,
 }
 
 /// Applies `set` to a copy of `own`, recording one event per key; returns the new config.
@@ -1159,7 +1240,7 @@ mod tests {
 mod run_tests {
     use super::*;
     use plotter2_node::bundle::{BundlePath, FileEntry};
-    use plotter2_node::protocol::UserName;
+    use plotter2_node::protocol::{RunOutput, UserName};
     use serde_json::json;
 
     fn addr(s: &str) -> Address {
@@ -1210,6 +1291,7 @@ mod run_tests {
             task: task.into(),
             set: set.iter().map(|s| s.parse().unwrap()).collect(),
             sweep: sweep.iter().map(|s| s.parse().unwrap()).collect(),
+            force: false,
         }
     }
 
@@ -1322,6 +1404,77 @@ mod run_tests {
         assert!(e.message.contains("--set model.depth.x"), "{}", e.message);
         assert_eq!(r.runs.len(), before);
         assert!(!r.contains(&addr("/e/x/sweep-1")));
+    }
+
+    #[test]
+    fn an_equal_run_reuses_a_succeeded_one_unless_forced() {
+        let mut r = setup();
+        let first = apply(&mut r, run("/e/x", "train", &[], &["lr=0.1,0.2"]))
+            .unwrap()
+            .runs;
+        // A worker runs the first one to success with an output bundle.
+        let rec = r.run(&first[0]).unwrap();
+        apply(
+            &mut r,
+            WriteOp::RunStarted {
+                node: rec.node.clone(),
+                run: rec.id,
+                attempt: 1,
+                worker: "w".into(),
+            },
+        )
+        .unwrap();
+        let out = match code("/unused", b"weights") {
+            WriteOp::Ingest {
+                bundle,
+                index,
+                manifest,
+                ..
+            } => RunOutput {
+                bundle,
+                index,
+                manifest: *manifest,
+            },
+            _ => unreachable!(),
+        };
+        let out_id = out.bundle;
+        apply(
+            &mut r,
+            WriteOp::RunFinished {
+                node: rec.node.clone(),
+                run: rec.id,
+                attempt: 1,
+                outcome: RunOutcome::Succeeded {
+                    exit: 0,
+                    output: Some(Box::new(out)),
+                },
+                log: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.run(&rec.id).unwrap().state, RunState::Succeeded);
+
+        // The same sweep again: lr=0.1 is reused (ends at once, output recorded at its new
+        // node), lr=0.2 never succeeded and is queued.
+        let again = apply(&mut r, run("/e/x", "train", &[], &["lr=0.1,0.2"]))
+            .unwrap()
+            .runs;
+        let reused = r.run(&again[0]).unwrap();
+        assert_eq!(reused.state, RunState::Succeeded);
+        assert_eq!(reused.reused_from, Some(rec.id));
+        assert_eq!(reused.output.as_ref().unwrap().id, out_id);
+        assert_eq!(r.show(&reused.node).unwrap().bundles[0].id, out_id);
+        assert_eq!(r.run(&again[1]).unwrap().state, RunState::Queued);
+        let queued: Vec<RunId> = r.queued_runs().into_iter().map(|q| q.0).collect();
+        assert!(!queued.contains(&again[0]) && queued.contains(&again[1]));
+
+        // --force runs it again.
+        let mut forced = run("/e/x", "train", &[], &["lr=0.1"]);
+        if let WriteOp::Run { force, .. } = &mut forced {
+            *force = true;
+        }
+        let f = apply(&mut r, forced).unwrap().runs;
+        assert_eq!(r.run(&f[0]).unwrap().state, RunState::Queued);
     }
 
     #[test]

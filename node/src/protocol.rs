@@ -213,6 +213,9 @@ pub enum WriteOp {
         set: Vec<Assignment>,
         #[serde(default)]
         sweep: Vec<Sweep>,
+        /// Run even when a succeeded run with the same fingerprint could be reused.
+        #[serde(default)]
+        force: bool,
     },
     /// A worker took delivery `attempt` of a run at `node`.
     RunStarted {
@@ -570,6 +573,9 @@ pub struct RunRecord {
     pub exit: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
+    /// Not executed: the succeeded run with the same fingerprint whose output this reuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<RunId>,
 }
 
 fn first_attempt() -> u32 {

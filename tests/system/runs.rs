@@ -61,6 +61,30 @@ async fn a_sweep_runs_to_completion_and_bad_tasks_fail_with_reasons() {
     assert!(meta["run"].as_str().unwrap().starts_with('r'));
     assert!(meta["code"].as_str().unwrap().starts_with("b3:"));
 
+    // The same sweep again reuses every output (nothing runs); --force runs again.
+    c.cli_ok(&[
+        "run",
+        addr,
+        "train",
+        "--sweep",
+        "lr=0.1,0.2,0.15,0.05,0.01",
+        "--wait",
+    ]);
+    let again: Vec<_> = runs_of(&client, &format!("{addr}/sweep-2")).await;
+    assert_eq!(again.len(), 5);
+    for r in &again {
+        assert_eq!(r.state, RunState::Succeeded);
+        assert!(r.reused_from.is_some() && r.attempts.is_empty(), "{r:?}");
+    }
+    let weights = stager.cli_ok(&["get", &format!("{addr}/sweep-2/lr=0.15@latest:weights.csv")]);
+    assert_eq!(weights, "lr,0.15\n");
+    c.cli_ok(&[
+        "run", addr, "train", "--sweep", "lr=0.15", "--force", "--wait",
+    ]);
+    let forced = runs_of(&client, &format!("{addr}/sweep-3")).await;
+    assert_eq!(forced[0].attempts.len(), 1, "forced runs execute");
+    assert_eq!(forced[0].reused_from, None);
+
     // Bad tasks end failed, each with a reason that says what happened.
     for (task, why) in [
         ("missing", "cannot start \"no-such-program-p2\""),
