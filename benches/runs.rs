@@ -1,0 +1,138 @@
+//! Runs per second through the whole path — one `run --sweep` request of N no-op runs
+//! (`true`), committed, dispatched over JetStream, executed by 2 workers × 4 slots, each result
+//! committed — beside the machine's process-spawn limit measured in the same run:
+//! `xargs -P 8` running `true` N times; and, when Python has `dask.distributed`, a Dask
+//! LocalCluster with 2 workers running N no-op tasks.
+//!
+//! Run: `cargo bench --bench runs` (needs `nats-server`; Dask optional:
+//! `pip install 'dask[distributed]'`). `P2_BENCH_RUNS` sets N (default 10,000).
+
+#[path = "../tests/system/support.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plotter2_node::protocol::{Op, ReadOp, Reply};
+use support::{Cluster, Opts, Stager, Worker, write_bundle};
+
+fn main() {
+    let n: usize = std::env::var("P2_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ours = rt.block_on(async {
+        let c = Cluster::start(1, Opts::default()).await;
+        let store = c.dir.path().join("source").to_string_lossy().into_owned();
+        let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+        let _w1 = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+        let _w2 = Worker::start(&c, &c.dir.path().join("w2"), &store, "/", "w2");
+        let code = c.dir.path().join("code");
+        let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
+            "noop": {"kind": "command", "run": ["true"], "params": {"i": 0}}}}}});
+        write_bundle(&code, Some(&manifest.to_string()), &[("README", b"no-op")]);
+        stager.cli_ok(&["push", code.to_str().unwrap(), "/bench"]);
+        let values: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let sweep = format!("i={}", values.join(","));
+        let client = c.client().await.with_deadline(Duration::from_secs(120));
+        let start = Instant::now();
+        c.cli_ok(&[
+            "--timeout",
+            "120",
+            "run",
+            "/bench",
+            "noop",
+            "--sweep",
+            &sweep,
+        ]);
+        let submitted = start.elapsed();
+        loop {
+            let Ok(Reply::Runs(runs)) = client
+                .call(Op::Read(ReadOp::Runs {
+                    addr: plotter2_node::Address::parse("/bench").unwrap(),
+                }))
+                .await
+            else {
+                panic!("runs");
+            };
+            let ended = runs.iter().filter(|r| r.state.is_finished()).count();
+            if ended == n {
+                let failed = runs.iter().filter(|r| r.reason.is_some()).count();
+                assert_eq!(failed, 0, "every no-op run succeeds");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(1800),
+                "{ended}/{n} after 30 min"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let total = start.elapsed();
+        eprintln!("  plotter2: submitted in {submitted:?}, all ended in {total:?}");
+        total
+    });
+
+    let start = Instant::now();
+    let mut xargs = Command::new("xargs")
+        .args(["-P", "8", "-n", "1", "true"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = xargs.stdin.take().unwrap();
+        for i in 0..n {
+            writeln!(stdin, "{i}").unwrap();
+        }
+    }
+    assert!(xargs.wait().unwrap().success());
+    let xargs_time = start.elapsed();
+
+    let dask = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import time\nfrom dask.distributed import LocalCluster, Client\n\
+                 c = LocalCluster(n_workers=2, threads_per_worker=4, processes=True)\n\
+                 cl = Client(c)\nt = time.time()\n\
+                 fs = cl.map(lambda i: None, range({n}), pure=False)\ncl.gather(fs)\n\
+                 print(time.time() - t)\ncl.close(); c.close()"
+            ),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+
+    let rate = |d: f64| n as f64 / d;
+    println!();
+    println!("{n} no-op runs, one sweep request, 2 workers x 4 slots, 1 coordinator");
+    println!(
+        "plotter2 command `true`: {:>8.0} runs/s  ({:.2} ms per run)",
+        rate(ours.as_secs_f64()),
+        ours.as_secs_f64() * 1000.0 / n as f64
+    );
+    println!(
+        "xargs -P 8 true:         {:>8.0} runs/s  ratio {:.2}",
+        rate(xargs_time.as_secs_f64()),
+        xargs_time.as_secs_f64() / ours.as_secs_f64()
+    );
+    match dask {
+        Some(d) => println!(
+            "Dask LocalCluster (2 workers): {:>8.0} tasks/s  ratio {:.2}",
+            rate(d),
+            d / ours.as_secs_f64()
+        ),
+        None => println!("Dask: not installed (pip install 'dask[distributed]') — skipped"),
+    }
+}
