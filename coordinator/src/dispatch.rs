@@ -61,19 +61,24 @@ pub async fn run(
                 }
             };
             let live: std::collections::HashSet<(RunId, u32)> =
-                queued.iter().map(|(id, _, a)| (*id, *a)).collect();
+                queued.iter().map(|r| (r.id, r.attempt)).collect();
             published.retain(|key, _| live.contains(key));
             let due: Vec<_> = queued
                 .into_iter()
-                .filter(|(id, _, attempt)| {
+                .filter(|r| {
                     published
-                        .get(&(*id, *attempt))
+                        .get(&(r.id, r.attempt))
                         .is_none_or(|t| t.elapsed() >= REPUBLISH_AFTER)
                 })
                 .collect();
             let mut acks = Vec::with_capacity(due.len());
-            for (id, node, attempt) in due {
-                let body = match protocol::encode(&TaskMessage { run: id, attempt }) {
+            for run in due {
+                let (id, attempt, node) = (run.id, run.attempt, run.node.clone());
+                let message = TaskMessage {
+                    run: Box::new((*run).clone()),
+                    attempt,
+                };
+                let body = match protocol::encode(&message) {
                     Ok(b) => Bytes::from(b),
                     Err(e) => {
                         tracing::error!("encoding {id}: {e}");

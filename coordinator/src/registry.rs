@@ -540,11 +540,10 @@ impl Registry {
     }
 
     /// Runs waiting for a worker, oldest first, with the delivery to publish.
-    pub fn queued_runs(&self) -> Vec<(RunId, Address, u32)> {
+    pub fn queued_runs(&self) -> Vec<Arc<RunRecord>> {
         self.queued
             .iter()
-            .filter_map(|id| self.runs.get(id))
-            .map(|r| (r.id, r.node.clone(), r.attempt))
+            .filter_map(|id| self.runs.get(id).cloned())
             .collect()
     }
 
@@ -1465,7 +1464,7 @@ mod run_tests {
         assert_eq!(reused.output.as_ref().unwrap().id, out_id);
         assert_eq!(r.show(&reused.node).unwrap().bundles[0].id, out_id);
         assert_eq!(r.run(&again[1]).unwrap().state, RunState::Queued);
-        let queued: Vec<RunId> = r.queued_runs().into_iter().map(|q| q.0).collect();
+        let queued: Vec<RunId> = r.queued_runs().into_iter().map(|q| q.id).collect();
         assert!(!queued.contains(&again[0]) && queued.contains(&again[1]));
 
         // --force runs it again.

@@ -270,10 +270,12 @@ pub struct RunOutput {
 pub const TASK_STREAM: &str = "P2_TASKS";
 pub const TASK_PREFIX: &str = "p2.task";
 
-/// The message a worker receives: which run, which delivery.
+/// The message a worker receives: the run as it was queued (so the worker needs no read
+/// before claiming it; the claim itself refuses a run that ended or moved on), and which
+/// delivery this is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskMessage {
-    pub run: RunId,
+    pub run: Box<RunRecord>,
     pub attempt: u32,
 }
 

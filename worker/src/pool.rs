@@ -158,21 +158,7 @@ async fn handle(config: &WorkerConfig, msg: jetstream::Message) {
         }
     };
     let client = &config.client;
-    let run: RunRecord = match client.call(Op::Read(ReadOp::Run { id: task.run })).await {
-        Ok(Reply::Run(r)) => r,
-        Ok(_) => return,
-        Err(e) => {
-            tracing::warn!(run = %task.run, "cannot read the run: {e}; it will be redelivered");
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-            return;
-        }
-    };
-    if run.state.is_finished() || run.attempt != task.attempt {
-        let _ = msg.ack().await;
-        return;
-    }
+    let run: RunRecord = *task.run;
     let started = Op::Write(WriteOp::RunStarted {
         node: run.node.clone(),
         run: run.id,
@@ -237,6 +223,7 @@ async fn handle(config: &WorkerConfig, msg: jetstream::Message) {
 /// Resolves when the run is cancelled (checked every two seconds while it runs).
 async fn watch_cancel(client: &Client, run: &RunRecord) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await; // the first tick is immediate; the run was just claimed
     loop {
         tick.tick().await;
         if let Ok(Reply::Run(r)) = client.call(Op::Read(ReadOp::Run { id: run.id })).await
@@ -259,8 +246,8 @@ async fn store_log(
     })
     .await;
     let (hash, size) = match hashed {
+        Ok(Ok((_, 0))) | Err(_) | Ok(Err(_)) => return None, // nothing (or nothing readable) to keep
         Ok(Ok(h)) => h,
-        _ => return None,
     };
     match boxes.store.put_file(&hash, path, size, false).await {
         Ok(_) => Some(hash),
