@@ -134,13 +134,27 @@ impl Api {
     }
 
     async fn send<T: serde::Serialize>(&self, reply: async_nats::Subject, body: &T) {
-        match protocol::encode(body) {
-            Ok(bytes) => {
-                if let Err(e) = self.nats.publish(reply, Bytes::from(bytes)).await {
-                    tracing::warn!("cannot send reply: {e}");
-                }
+        let mut bytes = match protocol::encode(body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode reply: {e}");
+                return;
             }
-            Err(e) => tracing::error!("cannot encode reply: {e}"),
+        };
+        // An answer NATS cannot carry would leave the client waiting until its deadline.
+        let limit = self.nats.server_info().max_payload.saturating_sub(1024);
+        if bytes.len() > limit {
+            let too_big: ApiResponse = Err(ApiError::bad_request(format!(
+                "the answer is {} bytes, more than NATS carries ({limit}); ask about a narrower address",
+                bytes.len()
+            )));
+            match protocol::encode(&too_big) {
+                Ok(b) => bytes = b,
+                Err(_) => return,
+            }
+        }
+        if let Err(e) = self.nats.publish(reply, Bytes::from(bytes)).await {
+            tracing::warn!("cannot send reply: {e}");
         }
     }
 

@@ -109,9 +109,14 @@ pub async fn run(
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
-                    state.note(ev, &config.inbox, &mut watcher).await?;
+                    let mut relevant = state.note(ev, &config.inbox, &mut watcher).await?;
                     while let Ok(ev) = rx.try_recv() {
-                        state.note(ev, &config.inbox, &mut watcher).await?;
+                        relevant |= state.note(ev, &config.inbox, &mut watcher).await?;
+                    }
+                    // Our own scans open the inbox, which inotify reports: only events that
+                    // can make a folder ready lead to a scan, or scanning would feed itself.
+                    if !relevant {
+                        continue;
                     }
                 }
                 _ = tick.tick() => {}
@@ -124,7 +129,7 @@ pub async fn run(
                 }
                 // Events that arrived meanwhile decide the next folders.
                 while let Ok(ev) = rx.try_recv() {
-                    state.note(ev, &config.inbox, &mut watcher).await?;
+                    let _ = state.note(ev, &config.inbox, &mut watcher).await?;
                 }
             }
         }
@@ -164,21 +169,27 @@ impl Readiness {
         Ok(())
     }
 
+    /// Records what `ev` says; `true` when it may have made a folder ready (a scan is due).
     async fn note(
         &mut self,
         ev: notify::Result<notify::Event>,
         inbox: &Path,
         watcher: &mut impl Watcher,
-    ) -> Result<(), StagerError> {
+    ) -> Result<bool, StagerError> {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
                 tracing::warn!(error = %e, "inbox watch error; rescanning");
-                return self.trust_everything_present(inbox).await;
+                self.trust_everything_present(inbox).await?;
+                return Ok(true);
             }
         };
         if ev.need_rescan() {
-            return self.trust_everything_present(inbox).await;
+            self.trust_everything_present(inbox).await?;
+            return Ok(true);
+        }
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return Ok(false);
         }
         let names = || {
             ev.paths
@@ -208,7 +219,7 @@ impl Readiness {
             }
             _ => {}
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Folders that are complete now, in name order.
