@@ -298,6 +298,18 @@ async fn bundles_dropped_while_down_are_ingested_at_start() {
     for i in 0..3 {
         wait_versions(&client, &format!("/offline/n{i}"), 1, LIMIT).await;
     }
+    // Idle means idle: its own inbox scans must not wake it again (they once did, via
+    // inotify's open events, and spun a core).
+    let pid = stager.pid().unwrap();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    tokio::time::sleep(Duration::from_secs(2)).await; // the measuring interval
+    let ticks = cpu() - before;
+    assert!(ticks < 50, "an idle stager used {ticks} clock ticks in 2 s");
 }
 
 /// Every kind of bad bundle lands in rejected/ with its reason; good ones keep flowing.
