@@ -16,6 +16,8 @@ use crate::state_machine::StateMachine;
 
 /// How long a queued run may wait for a worker before it is published again.
 pub const REPUBLISH_AFTER: Duration = Duration::from_secs(30);
+/// Publishes in flight before their acks are awaited.
+const PUBLISH_BATCH: usize = 256;
 /// How long the stream drops a message id it has seen.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -71,41 +73,48 @@ pub async fn run(
                         .is_none_or(|t| t.elapsed() >= REPUBLISH_AFTER)
                 })
                 .collect();
-            let mut acks = Vec::with_capacity(due.len());
-            for run in due {
-                let (id, attempt, node) = (run.id, run.attempt, run.node.clone());
-                let message = TaskMessage {
-                    run: Box::new((*run).clone()),
-                    attempt,
-                };
-                let body = match protocol::encode(&message) {
-                    Ok(b) => Bytes::from(b),
-                    Err(e) => {
-                        tracing::error!("encoding {id}: {e}");
-                        continue;
-                    }
-                };
-                let msg = jetstream::message::PublishMessage::build()
-                    .payload(body)
-                    .message_id(format!("{id}/{attempt}"));
-                match js.send_publish(node.to_subject(TASK_PREFIX), msg).await {
-                    Ok(ack) => acks.push(((id, attempt), ack)),
-                    Err(e) => {
-                        tracing::warn!("publishing {id}: {e}");
-                        stream_ready = false;
-                        break;
+            // In batches: each unacknowledged publish holds one of the client's in-flight
+            // permits, so publishing everything before awaiting any ack would deadlock.
+            'batches: for batch in due.chunks(PUBLISH_BATCH) {
+                let mut acks = Vec::with_capacity(batch.len());
+                for run in batch {
+                    let (id, attempt) = (run.id, run.attempt);
+                    let message = TaskMessage {
+                        run: Box::new((**run).clone()),
+                        attempt,
+                    };
+                    let body = match protocol::encode(&message) {
+                        Ok(b) => Bytes::from(b),
+                        Err(e) => {
+                            tracing::error!("encoding {id}: {e}");
+                            continue;
+                        }
+                    };
+                    let msg = jetstream::message::PublishMessage::build()
+                        .payload(body)
+                        .message_id(format!("{id}/{attempt}"));
+                    match js.send_publish(run.node.to_subject(TASK_PREFIX), msg).await {
+                        Ok(ack) => acks.push(((id, attempt), ack)),
+                        Err(e) => {
+                            tracing::warn!("publishing {id}: {e}");
+                            stream_ready = false;
+                            break;
+                        }
                     }
                 }
-            }
-            for (key, ack) in acks {
-                match ack.await {
-                    Ok(_) => {
-                        published.insert(key, Instant::now());
+                for (key, ack) in acks {
+                    match ack.await {
+                        Ok(_) => {
+                            published.insert(key, Instant::now());
+                        }
+                        Err(e) => {
+                            tracing::warn!("run {} not acknowledged by JetStream: {e}", key.0);
+                            stream_ready = false;
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!("run {} not acknowledged by JetStream: {e}", key.0);
-                        stream_ready = false;
-                    }
+                }
+                if !stream_ready {
+                    break 'batches;
                 }
             }
         }

@@ -320,3 +320,37 @@ async fn nats_restarted_mid_sweep_loses_nothing() {
     let runs = wait_runs_ended(&client, "/exp", 10, Duration::from_secs(120)).await;
     assert_each_output_once(&c, &runs).await;
 }
+
+/// Thousands of queued runs are all published (publishing everything before awaiting acks
+/// once stalled at the client's 5,000 in-flight limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_sweep_is_published_whole() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let code = c.dir.path().join("code");
+    slow_code(&code);
+    stager.cli_ok(&["push", code.to_str().unwrap(), "/big"]);
+    let n = 6000;
+    let values: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    c.cli_ok(&[
+        "run",
+        "/big",
+        "slow",
+        "--sweep",
+        &format!("lr={}", values.join(",")),
+    ]);
+    let js = async_nats::jetstream::new(c.client().await.nats().clone());
+    wait_for(LIMIT, "all runs on the work queue", || {
+        let js = js.clone();
+        async move {
+            let mut stream = js
+                .get_stream(plotter2_node::protocol::TASK_STREAM)
+                .await
+                .ok()?;
+            let info = stream.info().await.ok()?;
+            (info.state.messages == n as u64).then_some(())
+        }
+    })
+    .await;
+}
