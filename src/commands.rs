@@ -93,7 +93,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             set,
             sweep,
             force,
-            wait: true,
+            wait,
             json,
         } => {
             let op = Op::Write(WriteOp::Run {
@@ -103,29 +103,15 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                 sweep,
                 force,
             });
-            let Reply::Written(receipt) = client.call(op).await? else {
-                bail!("unexpected answer to run");
-            };
-            return crate::runcmds::wait(&client, &addr, &receipt.runs, json).await;
+            if !wait {
+                (op, json)
+            } else {
+                let Reply::Written(receipt) = client.call(op).await? else {
+                    bail!("unexpected answer to run");
+                };
+                return crate::runcmds::wait(&client, &addr, &receipt.runs, json).await;
+            }
         }
-        Command::Run {
-            addr,
-            task,
-            set,
-            sweep,
-            force,
-            wait: false,
-            json,
-        } => (
-            Op::Write(WriteOp::Run {
-                addr,
-                task,
-                set,
-                sweep,
-                force,
-            }),
-            json,
-        ),
         Command::Logs { run, follow } => {
             let home = Home::resolve(global.home.clone())?;
             let store = crate::roles::open_store(global, &home).await?;

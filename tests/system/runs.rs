@@ -274,12 +274,12 @@ async fn a_worker_killed_mid_sweep_loses_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
-    let mut c = Cluster::start(3, Opts::default()).await;
+/// A stager and one worker on `c`, a 10-run sweep of the slow task at /exp, and the moment
+/// its first run is running.
+async fn slow_sweep_started(c: &Cluster) -> (Stager, Worker, plotter2_node::Client) {
     let store = c.dir.path().join("source").to_string_lossy().into_owned();
-    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
-    let _w = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let stager = Stager::start(c, &c.dir.path().join("stager"), &store);
+    let worker = Worker::start(c, &c.dir.path().join("w1"), &store, "/", "w1");
     let code = c.dir.path().join("code");
     slow_code(&code);
     stager.cli_ok(&["push", code.to_str().unwrap(), "/exp"]);
@@ -292,6 +292,13 @@ async fn a_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
             .find(|r| r.state == RunState::Running)
     })
     .await;
+    (stager, worker, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let (_stager, _w, client) = slow_sweep_started(&c).await;
     let leader = c.wait_leader(LIMIT).await;
     c.coord(leader).kill9();
     let runs = wait_runs_ended(&client, "/exp", 10, Duration::from_secs(90)).await;
@@ -301,21 +308,7 @@ async fn a_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_mid_sweep_loses_nothing() {
     let mut c = Cluster::start(1, Opts::default()).await;
-    let store = c.dir.path().join("source").to_string_lossy().into_owned();
-    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
-    let _w = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
-    let code = c.dir.path().join("code");
-    slow_code(&code);
-    stager.cli_ok(&["push", code.to_str().unwrap(), "/exp"]);
-    c.cli_ok(&["run", "/exp", "slow", "--sweep", "lr=1,2,3,4,5,6,7,8,9,10"]);
-    let client = c.client().await;
-    wait_for(LIMIT, "a run to start", || async {
-        runs_of(&client, "/exp")
-            .await
-            .into_iter()
-            .find(|r| r.state == RunState::Running)
-    })
-    .await;
+    let (_stager, _w, client) = slow_sweep_started(&c).await;
     c.nats.restart();
     let runs = wait_runs_ended(&client, "/exp", 10, Duration::from_secs(120)).await;
     assert_each_output_once(&c, &runs).await;
