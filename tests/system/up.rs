@@ -20,7 +20,7 @@ fn start_up(home: &Path, port: u16, coordinators: u8) -> Child {
             &coordinators.to_string(),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(home.with_extension("stderr")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -32,8 +32,10 @@ fn start_up(home: &Path, port: u16, coordinators: u8) -> Child {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("`plotter2 up` printed no ready line within 30s");
+    if let Err(e) = rx.recv_timeout(Duration::from_secs(30)) {
+        let stderr = std::fs::read_to_string(home.with_extension("stderr")).unwrap_or_default();
+        panic!("`plotter2 up` printed no ready line within 30s ({e}); stderr:\n{stderr}");
+    }
     child
 }
 
