@@ -28,34 +28,12 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Coordinator(args) => {
-            // Raft, NATS and redb I/O share the cores; the role gets a multi-thread runtime.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let _telemetry = plotter2_node::telemetry::init("plotter2-coordinator", "info")?;
-                roles::run_coordinator(&cli.global, &args).await
-            })
-        }
-        Command::Stager(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let _telemetry = plotter2_node::telemetry::init("plotter2-stager", "info")?;
-                roles::run_stager(&cli.global, &args).await
-            })
-        }
-        Command::Worker(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let _telemetry = plotter2_node::telemetry::init("plotter2-worker", "info")?;
-                roles::run_worker(&cli.global, &args).await
-            })
-        }
+        // Roles share the cores between raft, NATS, hashing and I/O: a multi-thread runtime.
+        Command::Coordinator(args) => role("plotter2-coordinator", || {
+            roles::run_coordinator(&cli.global, &args)
+        }),
+        Command::Stager(args) => role("plotter2-stager", || roles::run_stager(&cli.global, &args)),
+        Command::Worker(args) => role("plotter2-worker", || roles::run_worker(&cli.global, &args)),
         Command::Up(args) => {
             // Children are forked from this one thread, so PR_SET_PDEATHSIG ties them to `up`.
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -77,4 +55,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Runs one role on a multi-thread runtime with telemetry named `service`.
+fn role<F, Fut>(service: &'static str, start: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let _telemetry = plotter2_node::telemetry::init(service, "info")?;
+        start().await
+    })
 }

@@ -37,7 +37,7 @@ pub struct Pipeline {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Committed {
-        addr: String,
+        addr: plotter2_node::Address,
         version: u64,
         bundle: Hash,
     },
@@ -109,7 +109,7 @@ impl Pipeline {
                     };
                     tracing::info!(name = %entry.name, addr = %h.addr, version = b.version, bundle = %b.id, "bundle committed");
                     return Ok(Outcome::Committed {
-                        addr: h.addr.to_string(),
+                        addr: h.addr.clone(),
                         version: b.version,
                         bundle: b.id,
                     });
@@ -170,7 +170,7 @@ impl Pipeline {
                             return Ok(Received::Refused(why));
                         }
                         let partial = dest.with_extension("partial");
-                        copy_tree(&src, &partial)?;
+                        tree::copy_tree(&src, &partial)?;
                         sync_filesystem(&partial).map_err(StagerError::io(&partial))?;
                         std::fs::rename(&partial, &dest).map_err(StagerError::io(&partial))?;
                         sync_filesystem(&spool_dir).map_err(StagerError::io(&spool_dir))?;
@@ -391,27 +391,6 @@ enum Received {
     Gone,
     /// Refused before anything was moved (only when copying across filesystems).
     Refused(Rejection),
-}
-
-/// Copies a folder tree (regular files, folders and symlinks; the caller has checked there is
-/// nothing else), fsync'ing nothing: the caller syncs the filesystem once.
-fn copy_tree(src: &Path, dest: &Path) -> Result<(), StagerError> {
-    std::fs::create_dir_all(dest).map_err(StagerError::io(dest))?;
-    for item in std::fs::read_dir(src).map_err(StagerError::io(src))? {
-        let item = item.map_err(StagerError::io(src))?;
-        let from = item.path();
-        let to = dest.join(item.file_name());
-        let ft = item.file_type().map_err(StagerError::io(&from))?;
-        if ft.is_dir() {
-            copy_tree(&from, &to)?;
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&from).map_err(StagerError::io(&from))?;
-            std::os::unix::fs::symlink(target, &to).map_err(StagerError::io(&to))?;
-        } else if ft.is_file() {
-            std::fs::copy(&from, &to).map_err(StagerError::io(&from))?;
-        }
-    }
-    Ok(())
 }
 
 /// Runs blocking work off the runtime.

@@ -107,7 +107,7 @@ async fn prepare_and_run(
         .map_err(io(sandbox))?;
     let code = code_tree(boxes, client, run).await?;
     let (from, to) = (code.clone(), sandbox.to_owned());
-    tokio::task::spawn_blocking(move || copy_tree(&from, &to))
+    tokio::task::spawn_blocking(move || plotter2_stager::tree::copy_tree(&from, &to))
         .await
         .map_err(|e| WorkerError::Io(e.to_string()))??;
     let out = sandbox.join("out");
@@ -484,22 +484,6 @@ async fn store_output(
         index: scanned.index,
         manifest: scanned.manifest,
     }))
-}
-
-/// Copies the code tree into the sandbox.
-fn copy_tree(src: &Path, dest: &Path) -> Result<(), WorkerError> {
-    let io = |p: &Path, e: std::io::Error| WorkerError::Io(format!("{}: {e}", p.display()));
-    std::fs::create_dir_all(dest).map_err(|e| io(dest, e))?;
-    for item in std::fs::read_dir(src).map_err(|e| io(src, e))? {
-        let item = item.map_err(|e| io(src, e))?;
-        let (from, to) = (item.path(), dest.join(item.file_name()));
-        if item.file_type().map_err(|e| io(&from, e))?.is_dir() {
-            copy_tree(&from, &to)?;
-        } else {
-            std::fs::copy(&from, &to).map_err(|e| io(&from, e))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
