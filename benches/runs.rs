@@ -1,8 +1,9 @@
-//! Runs per second through the whole path — one `run --sweep` request of N no-op runs
-//! (`true`), committed, dispatched over JetStream, executed by 2 workers × 4 slots, each result
-//! committed — beside the machine's process-spawn limit measured in the same run:
-//! `xargs -P 8` running `true` N times; and, when Python has `dask.distributed`, a Dask
-//! LocalCluster with 2 workers running N no-op tasks.
+//! Runs per second through the whole path — one `run --sweep` request of N runs, committed,
+//! dispatched over JetStream, executed by 2 workers × 4 slots, each claim and result
+//! committed — for two task kinds: the empty pipeline, which starts no process (the dispatch
+//! path alone), and the command `true`. Beside them, measured in the same run: the machine's
+//! process-spawn limit, `xargs -P 8` running `true` N times; and, when Python has
+//! `dask.distributed`, a Dask LocalCluster with 2 workers running N no-op tasks.
 //!
 //! Run: `cargo bench --bench runs` (needs `nats-server`; Dask optional:
 //! `pip install 'dask[distributed]'`). `P2_BENCH_RUNS` sets N (default 10,000).
@@ -13,8 +14,48 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plotter2_node::protocol::{Op, ReadOp, Reply};
+use plotter2_node::Client;
+use plotter2_node::protocol::{AttemptUpdate, Op, ReadOp, Reply, RunOutcome, WriteOp};
 use support::{Cluster, Opts, Stager, Worker, write_bundle};
+
+/// Reads the request log from `after` until `n` runs have finished; returns the last seq read.
+async fn wait_finished(client: &Client, mut after: u64, n: usize, start: Instant) -> u64 {
+    let mut finished = 0usize;
+    while finished < n {
+        let Ok(Reply::Requests(page)) = client
+            .call(Op::Read(ReadOp::Requests { after, limit: 1000 }))
+            .await
+        else {
+            panic!("requests");
+        };
+        for r in &page {
+            let WriteOp::Attempts { items, .. } = &r.payload else {
+                continue;
+            };
+            for (i, item) in items.iter().enumerate() {
+                let refused = r.refused.iter().any(|x| x.index as usize == i);
+                if let AttemptUpdate::Finished { outcome, .. } = item
+                    && !refused
+                {
+                    assert!(
+                        matches!(outcome, RunOutcome::Succeeded { .. }),
+                        "every no-op run succeeds: {outcome:?}"
+                    );
+                    finished += 1;
+                }
+            }
+        }
+        after = page.last().map_or(after, |r| r.seq);
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "{finished}/{n} after 30 min"
+        );
+        if page.len() < 1000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    after
+}
 
 fn main() {
     let n: usize = std::env::var("P2_BENCH_RUNS")
@@ -25,7 +66,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let ours = rt.block_on(async {
+    let (pipeline, command) = rt.block_on(async {
         let c = Cluster::start(1, Opts::default()).await;
         let store = c.dir.path().join("source").to_string_lossy().into_owned();
         let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
@@ -33,56 +74,25 @@ fn main() {
         let _w2 = Worker::start(&c, &c.dir.path().join("w2"), &store, "/", "w2");
         let code = c.dir.path().join("code");
         let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
-            "noop": {"kind": "command", "run": ["true"], "params": {"i": 0}}}}}});
+            "empty": {"kind": "pipeline", "run": {"steps": []}, "params": {"i": 0}},
+            "true": {"kind": "command", "run": ["true"], "params": {"i": 0}}}}}});
         write_bundle(&code, Some(&manifest.to_string()), &[("README", b"no-op")]);
         stager.cli_ok(&["push", code.to_str().unwrap(), "/bench"]);
         let values: Vec<String> = (0..n).map(|i| i.to_string()).collect();
         let sweep = format!("i={}", values.join(","));
         let client = c.client().await.with_deadline(Duration::from_secs(120));
-        let start = Instant::now();
-        c.cli_ok(&[
-            "--timeout",
-            "120",
-            "run",
-            "/bench",
-            "noop",
-            "--sweep",
-            &sweep,
-        ]);
-        let submitted = start.elapsed();
-        // Count results in the request log (paged): cheaper than listing 10,000 runs.
-        let (mut after, mut finished) = (0u64, 0usize);
-        while finished < n {
-            let Ok(Reply::Requests(page)) = client
-                .call(Op::Read(ReadOp::Requests { after, limit: 1000 }))
-                .await
-            else {
-                panic!("requests");
-            };
-            for r in &page {
-                if let plotter2_node::protocol::WriteOp::RunFinished { outcome, .. } = &r.payload {
-                    assert!(
-                        matches!(
-                            outcome,
-                            plotter2_node::protocol::RunOutcome::Succeeded { .. }
-                        ),
-                        "every no-op run succeeds: {outcome:?}"
-                    );
-                    finished += 1;
-                }
-            }
-            after = page.last().map_or(after, |r| r.seq);
-            assert!(
-                start.elapsed() < Duration::from_secs(1800),
-                "{finished}/{n} after 30 min"
-            );
-            if page.len() < 1000 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        let mut after = 0;
+        let mut times = Vec::new();
+        for task in ["empty", "true"] {
+            let start = Instant::now();
+            c.cli_ok(&["--timeout", "120", "run", "/bench", task, "--sweep", &sweep]);
+            let submitted = start.elapsed();
+            after = wait_finished(&client, after, n, start).await;
+            let total = start.elapsed();
+            eprintln!("  plotter2 {task}: submitted in {submitted:?}, all ended in {total:?}");
+            times.push(total);
         }
-        let total = start.elapsed();
-        eprintln!("  plotter2: submitted in {submitted:?}, all ended in {total:?}");
-        total
+        (times[0], times[1])
     });
 
     let start = Instant::now();
@@ -124,23 +134,30 @@ fn main() {
         });
 
     let rate = |d: f64| n as f64 / d;
+    let xargs_s = xargs_time.as_secs_f64();
     println!();
-    println!("{n} no-op runs, one sweep request, 2 workers x 4 slots, 1 coordinator");
+    println!("{n} runs, one sweep request each, 2 workers x 4 slots, 1 coordinator");
     println!(
-        "plotter2 command `true`: {:>8.0} runs/s  ({:.2} ms per run)",
-        rate(ours.as_secs_f64()),
-        ours.as_secs_f64() * 1000.0 / n as f64
+        "plotter2 empty pipeline (dispatch path): {:>7.0} runs/s  ({:.3} ms per run)",
+        rate(pipeline.as_secs_f64()),
+        pipeline.as_secs_f64() * 1000.0 / n as f64
     );
     println!(
-        "xargs -P 8 true:         {:>8.0} runs/s  ratio {:.2}",
-        rate(xargs_time.as_secs_f64()),
-        xargs_time.as_secs_f64() / ours.as_secs_f64()
+        "plotter2 command `true`:                 {:>7.0} runs/s  ({:.3} ms per run; {:.2} ms of slot time per run beyond xargs's)",
+        rate(command.as_secs_f64()),
+        command.as_secs_f64() * 1000.0 / n as f64,
+        (command.as_secs_f64() - xargs_s) * 8.0 * 1000.0 / n as f64
+    );
+    println!(
+        "xargs -P 8 true:                         {:>7.0} runs/s  command/xargs {:.2}",
+        rate(xargs_s),
+        xargs_s / command.as_secs_f64()
     );
     match dask {
         Some(d) => println!(
-            "Dask LocalCluster (2 workers): {:>8.0} tasks/s  ratio {:.2}",
+            "Dask LocalCluster (2 workers):           {:>7.0} tasks/s  pipeline/Dask {:.1}",
             rate(d),
-            d / ours.as_secs_f64()
+            d / pipeline.as_secs_f64()
         ),
         None => println!("Dask: not installed (pip install 'dask[distributed]') — skipped"),
     }

@@ -52,6 +52,10 @@ pub enum Command {
     Stager(StagerArgs),
     /// Run a worker: take runs of one subtree from the work queue and execute them
     Worker(WorkerArgs),
+    /// A worker's guard process (started by the worker itself): kills the worker's tasks
+    /// when the worker dies
+    #[command(name = plotter2_worker::guard::SUBCOMMAND, hide = true)]
+    WorkerGuard,
     /// Send a bundle folder to a stager and wait until it is committed
     Push {
         dir: PathBuf,
@@ -280,4 +284,8 @@ pub struct CoordinatorArgs {
     /// Seconds a write may wait to commit before the client hears "no quorum"
     #[arg(long)]
     pub write_timeout: Option<f64>,
+    /// Seconds an attempt may run before the leader checks that its worker still runs it
+    /// (an attempt nobody runs is queued again)
+    #[arg(long)]
+    pub lost_after: Option<f64>,
 }

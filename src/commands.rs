@@ -118,7 +118,14 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             return crate::runcmds::logs(&client, &store, run, follow).await;
         }
         Command::Cancel { run, json } => return crate::runcmds::cancel(&client, run, json).await,
-        Command::Runs { addr, json } => (Op::Read(ReadOp::Runs { addr }), json),
+        Command::Runs { addr, json } => {
+            let runs = crate::runcmds::fetch_runs(&client, &addr, None).await?;
+            if json {
+                return print_json(&runs);
+            }
+            print!("{}", runs_table(&runs));
+            return Ok(());
+        }
         Command::Cluster {
             command: ClusterCommand::Status { json },
         } => return cluster_status(&client, json).await,
@@ -139,7 +146,11 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             to,
             json,
         } => return get(global, &client, &reference, to, json).await,
-        Command::Up(_) | Command::Coordinator(_) | Command::Stager(_) | Command::Worker(_) => {
+        Command::Up(_)
+        | Command::Coordinator(_)
+        | Command::Stager(_)
+        | Command::Worker(_)
+        | Command::WorkerGuard => {
             bail!("not a client command")
         }
     };
@@ -159,6 +170,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::Request(r) => print_json(&r),
             Reply::Bundle(b) => print_json(&b),
             Reply::Runs(r) => print_json(&r),
+            Reply::RunStates(r) => print_json(&r),
             Reply::Run(r) => print_json(&r),
             Reply::Cluster(c) => print_json(&c),
         };
@@ -282,6 +294,11 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             b.address, b.version.version, b.version.id, b.version.files
         ),
         Reply::Runs(runs) => print!("{}", runs_table(&runs)),
+        Reply::RunStates(states) => {
+            for (id, state) in states {
+                println!("{id} {}", format!("{state:?}").to_lowercase());
+            }
+        }
         Reply::Run(r) => print!("{}", runs_table(std::slice::from_ref(&r))),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
     }

@@ -27,6 +27,7 @@ struct CoordinatorFile {
     heartbeat_ms: Option<u64>,
     election_ms: Option<u64>,
     write_timeout: Option<f64>,
+    lost_after: Option<f64>,
 }
 
 fn parse_members(list: &[String]) -> Result<BTreeMap<u64, String>> {
@@ -103,10 +104,23 @@ pub fn coordinator_config(global: &Global, args: &CoordinatorArgs) -> Result<Coo
                 .or(file.keep_logs)
                 .unwrap_or(defaults.keep_after_snapshot),
         },
-        write_timeout: Duration::from_secs_f64(
+        write_timeout: seconds(
+            "--write-timeout",
             args.write_timeout.or(file.write_timeout).unwrap_or(3.0),
-        ),
+        )?,
+        lost_after: seconds(
+            "--lost-after",
+            args.lost_after.or(file.lost_after).unwrap_or(30.0),
+        )?,
     })
+}
+
+/// A positive number of seconds given for `flag`.
+fn seconds(flag: &str, secs: f64) -> Result<Duration> {
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+        bail!("{flag} must be a positive number of seconds, not {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.
@@ -198,12 +212,13 @@ pub async fn run_worker(global: &Global, args: &WorkerArgs) -> Result<()> {
         serve: args.serve.clone(),
         slots: args.slots,
         client,
-        sandboxes: plotter2_worker::execute::Sandboxes {
-            root: home.service(),
+        sandboxes: plotter2_worker::execute::Sandboxes::new(
+            home.service(),
             store,
             nats_url,
-            fetching: Default::default(),
-        },
+            plotter2_worker::guard::Guard::start(&std::env::current_exe()?)
+                .context("starting the worker's guard process")?,
+        ),
     };
     plotter2_worker::run(config, terminated()).await?;
     Ok(())
@@ -212,9 +227,7 @@ pub async fn run_worker(global: &Global, args: &WorkerArgs) -> Result<()> {
 pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
     let home = Home::resolve(global.home.clone())?;
     let name = role_name(args.name.clone())?;
-    if !(args.rescan.is_finite() && args.rescan > 0.0) {
-        bail!("--rescan must be a positive number of seconds");
-    }
+    let rescan_every = seconds("--rescan", args.rescan)?;
     let crash_at = match std::env::var(plotter2_stager::pipeline::CRASH_ENV) {
         Ok(step) if !step.is_empty() => Some(step.parse().map_err(anyhow::Error::msg)?),
         _ => None,
@@ -227,7 +240,7 @@ pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
         spool: args.spool.clone().unwrap_or_else(|| home.temp()),
         store,
         client,
-        rescan_every: Duration::from_secs_f64(args.rescan),
+        rescan_every,
         crash_at,
         hash_threads: plotter2_stager::tree::default_threads(),
     };

@@ -20,30 +20,79 @@ async fn read_run(client: &Client, id: RunId) -> Result<RunRecord> {
     }
 }
 
-/// Waits until every run in `ids` (all under `addr`) has ended; prints them; fails unless all
-/// succeeded.
-pub async fn wait(client: &Client, addr: &Address, ids: &[RunId], json: bool) -> Result<()> {
-    let tty = std::io::stderr().is_terminal();
-    let runs = loop {
-        let Reply::Runs(all) = client
-            .call(Op::Read(ReadOp::Runs { addr: addr.clone() }))
+/// Runs under `addr` (all of them, or those in `only`), oldest first, a page at a time: a
+/// large sweep's records do not fit in one answer.
+pub async fn fetch_runs(
+    client: &Client,
+    addr: &Address,
+    only: Option<&[RunId]>,
+) -> Result<Vec<RunRecord>> {
+    const PAGE: u32 = 500;
+    let wanted: Option<std::collections::HashSet<RunId>> =
+        only.map(|ids| ids.iter().copied().collect());
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let Reply::Runs(page) = client
+            .call(Op::Read(ReadOp::Runs {
+                addr: addr.clone(),
+                after,
+                limit: Some(PAGE),
+            }))
             .await?
         else {
             bail!("unexpected answer to runs");
         };
-        let mine: Vec<RunRecord> = all.into_iter().filter(|r| ids.contains(&r.id)).collect();
-        let ended = mine.iter().filter(|r| r.state.is_finished()).count();
-        if tty {
-            eprint!("\r{ended}/{} runs ended", ids.len());
+        let full = page.len() == PAGE as usize;
+        after = page.last().map(|r| r.id);
+        out.extend(
+            page.into_iter()
+                .filter(|r| wanted.as_ref().is_none_or(|w| w.contains(&r.id))),
+        );
+        if !full || wanted.as_ref().is_some_and(|w| w.len() == out.len()) {
+            return Ok(out);
         }
-        if ended == ids.len() {
+    }
+}
+
+/// Waits until every run in `ids` (all under `addr`) has ended; prints them; fails unless all
+/// succeeded.
+pub async fn wait(client: &Client, addr: &Address, ids: &[RunId], json: bool) -> Result<()> {
+    // States are asked in chunks, so a request stays far below NATS's payload limit.
+    const CHUNK: usize = 5000;
+    let tty = std::io::stderr().is_terminal();
+    let mut open: Vec<RunId> = ids.to_vec();
+    loop {
+        let mut still = Vec::new();
+        for chunk in open.chunks(CHUNK) {
+            let Reply::RunStates(states) = client
+                .call(Op::Read(ReadOp::RunStates {
+                    ids: chunk.to_vec(),
+                }))
+                .await?
+            else {
+                bail!("unexpected answer to run_states");
+            };
+            still.extend(
+                states
+                    .into_iter()
+                    .filter(|(_, s)| !s.is_finished())
+                    .map(|(id, _)| id),
+            );
+        }
+        open = still;
+        if tty {
+            eprint!("\r{}/{} runs ended", ids.len() - open.len(), ids.len());
+        }
+        if open.is_empty() {
             if tty {
                 eprintln!();
             }
-            break mine;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    }
+    let runs = fetch_runs(client, addr, Some(ids)).await?;
     if json {
         print_json(&runs)?;
     } else {
@@ -93,7 +142,9 @@ pub async fn logs(client: &Client, store: &BlobStore, id: RunId, follow: bool) -
                 store.fetch_into(&blob, std::io::stdout()).await?;
             }
             (None, None) => follow_attempt(client, id, follow).await?,
-            (None, Some(_)) => eprintln!("(no log was stored for this attempt)"),
+            (None, Some(_)) => eprintln!(
+                "(no log: the attempt wrote nothing to stdout or stderr, or its worker could not store it)"
+            ),
         }
     }
     if run.attempts.is_empty() {

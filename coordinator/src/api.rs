@@ -35,13 +35,15 @@ pub struct Api {
     pub write_timeout: Duration,
     /// A leader not acknowledged by a majority for this long refuses writes at once.
     pub quorum_stale_after: Duration,
+    /// Attempts running this long are checked with their workers (see [`crate::liveness`]).
+    pub lost_after: Duration,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::Internal, e.to_string())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -63,6 +65,14 @@ impl Api {
                         self.nats.clone(),
                         self.sm.clone(),
                         self.sm.subscribe_applied(),
+                        rx.clone(),
+                    ));
+                    tokio::spawn(crate::liveness::run(
+                        self.nats.clone(),
+                        self.raft.clone(),
+                        self.sm.clone(),
+                        self.lost_after,
+                        self.id,
                         rx.clone(),
                     ));
                     tokio::spawn(self.clone().serve_api(rx));
@@ -244,7 +254,8 @@ impl Api {
             ReadOp::Requests { after, limit } => Reply::Requests(r.requests(after, limit)),
             ReadOp::Request { id } => Reply::Request(r.request(&id)?),
             ReadOp::Bundle { addr, version } => Reply::Bundle(r.bundle(&addr, version)?),
-            ReadOp::Runs { addr } => Reply::Runs(r.runs(&addr)?),
+            ReadOp::Runs { addr, after, limit } => Reply::Runs(r.runs(&addr, after, limit)?),
+            ReadOp::RunStates { ids } => Reply::RunStates(r.run_states(&ids)),
             ReadOp::Run { id } => Reply::Run(r.run(&id)?),
         })
     }

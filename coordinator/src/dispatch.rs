@@ -6,11 +6,12 @@
 //! again every [`REPUBLISH_AFTER`] (workers skip deliveries of runs that already ended).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use plotter2_node::protocol::{self, RunId, TASK_PREFIX, TASK_STREAM, TaskMessage};
+use plotter2_node::protocol::{self, RunId, RunRecord, TASK_PREFIX, TASK_STREAM};
 
 use crate::state_machine::StateMachine;
 
@@ -35,7 +36,9 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<jetstream::stream:
     .map_err(|e| format!("creating stream {TASK_STREAM}: {e}"))
 }
 
-/// Publishes queued runs until `stop` fires; wakes when something is applied.
+/// Publishes queued runs until `stop` fires; wakes when something is applied, and looks only
+/// at what was queued since it last looked, except on each tick (and after a failure), when
+/// it goes through every queued run for those due to be published again.
 pub async fn run(
     nats: async_nats::Client,
     sm: StateMachine,
@@ -47,6 +50,9 @@ pub async fn run(
     let mut published: HashMap<(RunId, u32), Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut stream_ready = false;
+    // Requests up to this seq have had their queued runs published.
+    let mut seen = 0u64;
+    let mut full_scan = true;
     loop {
         if !stream_ready {
             match ensure_stream(&js).await {
@@ -55,73 +61,124 @@ pub async fn run(
             }
         }
         if stream_ready {
-            let queued = match sm.read() {
-                Ok(st) => st.registry.queued_runs(),
+            let due = match sm.read() {
+                Ok(st) => {
+                    let reg = &st.registry;
+                    let due = if full_scan {
+                        published.retain(|(id, attempt), _| reg.is_queued(id, *attempt));
+                        reg.queued_runs()
+                            .into_iter()
+                            .filter(|r| {
+                                published
+                                    .get(&(r.id, r.attempt))
+                                    .is_none_or(|t| t.elapsed() >= REPUBLISH_AFTER)
+                            })
+                            .collect()
+                    } else {
+                        reg.queued_since(seen)
+                    };
+                    seen = reg.request_count();
+                    due
+                }
                 Err(e) => {
                     tracing::error!("state machine: {e}");
                     return;
                 }
             };
-            let live: std::collections::HashSet<(RunId, u32)> =
-                queued.iter().map(|r| (r.id, r.attempt)).collect();
-            published.retain(|key, _| live.contains(key));
-            let due: Vec<_> = queued
-                .into_iter()
-                .filter(|r| {
-                    published
-                        .get(&(r.id, r.attempt))
-                        .is_none_or(|t| t.elapsed() >= REPUBLISH_AFTER)
-                })
-                .collect();
-            // In batches: each unacknowledged publish holds one of the client's in-flight
-            // permits, so publishing everything before awaiting any ack would deadlock.
-            'batches: for batch in due.chunks(PUBLISH_BATCH) {
-                let mut acks = Vec::with_capacity(batch.len());
-                for run in batch {
-                    let (id, attempt) = (run.id, run.attempt);
-                    let message = TaskMessage {
-                        run: Box::new((**run).clone()),
-                        attempt,
-                    };
-                    let body = match protocol::encode(&message) {
-                        Ok(b) => Bytes::from(b),
-                        Err(e) => {
-                            tracing::error!("encoding {id}: {e}");
-                            continue;
-                        }
-                    };
-                    let msg = jetstream::message::PublishMessage::build()
-                        .payload(body)
-                        .message_id(format!("{id}/{attempt}"));
-                    match js.send_publish(run.node.to_subject(TASK_PREFIX), msg).await {
-                        Ok(ack) => acks.push(((id, attempt), ack)),
-                        Err(e) => {
-                            tracing::warn!("publishing {id}: {e}");
-                            stream_ready = false;
-                            break;
-                        }
-                    }
-                }
-                for (key, ack) in acks {
-                    match ack.await {
-                        Ok(_) => {
-                            published.insert(key, Instant::now());
-                        }
-                        Err(e) => {
-                            tracing::warn!("run {} not acknowledged by JetStream: {e}", key.0);
-                            stream_ready = false;
-                        }
-                    }
-                }
-                if !stream_ready {
-                    break 'batches;
-                }
+            full_scan = false;
+            if !publish(&js, &due, &mut published).await {
+                // What was not published is found by the next full scan.
+                stream_ready = false;
+                full_scan = true;
             }
         }
         tokio::select! {
             _ = stop.changed() => return,
             r = applied.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
+            _ = tick.tick() => full_scan = true,
         }
+    }
+}
+
+/// Publishes `runs`; false when JetStream failed (some may not have been published).
+async fn publish(
+    js: &jetstream::Context,
+    runs: &[Arc<RunRecord>],
+    published: &mut HashMap<(RunId, u32), Instant>,
+) -> bool {
+    // In batches: each unacknowledged publish holds one of the client's in-flight permits, so
+    // publishing everything before awaiting any ack would deadlock.
+    for batch in runs.chunks(PUBLISH_BATCH) {
+        let mut acks = Vec::with_capacity(batch.len());
+        for run in batch {
+            let (id, attempt) = (run.id, run.attempt);
+            let body = match protocol::encode(&TaskMessageRef { run, attempt }) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    tracing::error!("encoding {id}: {e}");
+                    continue;
+                }
+            };
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(body)
+                .message_id(format!("{id}/{attempt}"));
+            match js.send_publish(run.node.to_subject(TASK_PREFIX), msg).await {
+                Ok(ack) => acks.push(((id, attempt), ack)),
+                Err(e) => {
+                    tracing::warn!("publishing {id}: {e}");
+                    return false;
+                }
+            }
+        }
+        let mut ok = true;
+        for (key, ack) in acks {
+            match ack.await {
+                Ok(_) => {
+                    published.insert(key, Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!("run {} not acknowledged by JetStream: {e}", key.0);
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// The wire form of [`protocol::TaskMessage`], encoded from the stored run without copying it.
+#[derive(serde::Serialize)]
+struct TaskMessageRef<'a> {
+    run: &'a RunRecord,
+    attempt: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plotter2_node::protocol::TaskMessage;
+
+    #[test]
+    fn a_task_message_encoded_from_the_stored_run_decodes_as_a_task_message() {
+        let mut reg = crate::registry::Registry::default();
+        let code = crate::runs::tests_support::code_at(
+            "/e",
+            serde_json::json!({"t": {"kind": "command", "run": ["true"]}}),
+        );
+        crate::runs::tests_support::apply(&mut reg, code).unwrap();
+        let run = crate::runs::tests_support::run("/e", "t", &["x=1"], &[]);
+        crate::runs::tests_support::apply(&mut reg, run).unwrap();
+        let stored = reg.queued_runs().remove(0);
+        let bytes = protocol::encode(&TaskMessageRef {
+            run: &stored,
+            attempt: 1,
+        })
+        .unwrap();
+        let back: TaskMessage = protocol::decode(&bytes).unwrap();
+        assert_eq!(*back.run, *stored);
+        assert_eq!(back.attempt, 1);
     }
 }

@@ -1,8 +1,10 @@
 //! plotter2-coordinator: one raft node of the registry.
 //!
 //! Owns the raft log and vote ([`log_store`], redb, fsync'd before acknowledging), the registry
-//! state machine ([`state_machine`], [`registry`]), raft RPC over TCP ([`network`]) and the
-//! request API on NATS ([`api`]), served by the leader only.
+//! state machine ([`state_machine`], [`registry`], [`runs`]), raft RPC over TCP ([`network`]),
+//! the request API on NATS ([`api`]), served by the leader only, and what the leader does
+//! with committed runs: publish them to workers ([`dispatch`]) and find attempts nobody runs
+//! any more ([`liveness`]).
 //!
 //! Must not touch: other roles' code (workers, stagers), the object store. It talks to them
 //! only through `plotter2-node`'s protocol over NATS.
@@ -10,9 +12,11 @@
 pub mod api;
 pub mod compaction;
 pub mod dispatch;
+pub mod liveness;
 pub mod log_store;
 pub mod network;
 pub mod registry;
+pub mod runs;
 pub mod state_machine;
 pub mod types;
 
@@ -82,6 +86,8 @@ pub struct CoordinatorConfig {
     pub init: BTreeMap<u64, String>,
     pub tuning: RaftTuning,
     pub write_timeout: Duration,
+    /// Attempts running this long are checked with their workers; see [`liveness`].
+    pub lost_after: Duration,
 }
 
 /// Runs one coordinator until `shutdown` resolves.
@@ -184,6 +190,7 @@ pub async fn run(
         nats,
         write_timeout: cfg.write_timeout,
         quorum_stale_after: Duration::from_millis(cfg.tuning.election_max_ms * 2),
+        lost_after: cfg.lost_after,
     };
     let compaction = tokio::spawn(compaction::run(
         raft.clone(),

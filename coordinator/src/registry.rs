@@ -4,19 +4,19 @@
 //! the log index, never on clocks, randomness or hash-map order, so every replica that applies
 //! the same log holds the same registry (compare [`Registry::digest`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use plotter2_node::Address;
 use plotter2_node::bundle::{FileIndex, Hash};
-use plotter2_node::manifest::{Manifest, TaskDef};
+use plotter2_node::manifest::Manifest;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
-    ApiError, AttemptRecord, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind,
-    NodeView, RequestId, RequestRecord, RequestStatus, RunId, RunOutcome, RunRecord, RunState,
+    ApiError, AttemptUpdate, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind,
+    NodeView, Refused, RequestId, RequestRecord, RequestStatus, RunId, RunOutcome, RunRecord,
     UserName, WriteOp, WriteReceipt,
 };
-use plotter2_node::sweep::{self, Sweep};
+use plotter2_node::sweep;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -24,6 +24,8 @@ use crate::types::Command;
 
 /// Most assignments one request may carry.
 pub const MAX_ASSIGNMENTS: usize = 1000;
+/// Most attempt updates one request may carry.
+pub const MAX_BATCH: usize = 4096;
 /// Most files one bundle may hold.
 pub const MAX_BUNDLE_FILES: usize = 1_000_000;
 
@@ -44,6 +46,10 @@ pub struct NodeRecord {
 pub struct StoredBundle {
     pub version: u64,
     pub id: Hash,
+    /// The run that produced it, when it is a run's output (such bundles are not inputs of
+    /// later runs: a run's inputs are what was pushed, not what runs derived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
     pub index: FileIndex,
     pub manifest: Manifest,
     pub user: UserName,
@@ -56,6 +62,7 @@ impl StoredBundle {
         BundleVersion {
             version: self.version,
             id: self.id,
+            run: self.run,
             files: self.index.files().len() as u64,
             bytes: self.index.total_bytes(),
             user: self.user.clone(),
@@ -70,19 +77,29 @@ impl StoredBundle {
 /// reference) is shallow: a node is copied only when it is next changed, a request never.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
-    nodes: BTreeMap<Address, Arc<NodeRecord>>,
+    pub(crate) nodes: BTreeMap<Address, Arc<NodeRecord>>,
     /// The request log; entry `i` has `seq == i + 1`.
     requests: Vec<Arc<RequestRecord>>,
     by_id: BTreeMap<RequestId, u64>,
     /// Every run, in creation order.
     #[serde(default)]
-    runs: BTreeMap<RunId, Arc<RunRecord>>,
-    /// Runs waiting for a worker: what the leader (re)publishes.
+    pub(crate) runs: BTreeMap<RunId, Arc<RunRecord>>,
+    /// Runs waiting for a worker: what the leader (re)publishes, with the request seq that
+    /// queued them; `queue` is the same ordered by that seq, so the leader can ask for what
+    /// was queued since it last looked instead of going through them all.
     #[serde(default)]
-    queued: std::collections::BTreeSet<RunId>,
+    pub(crate) queued: BTreeMap<RunId, u64>,
+    #[serde(default)]
+    pub(crate) queue: BTreeSet<(u64, RunId)>,
+    /// Runs a worker has claimed: what the leader checks is still being run.
+    #[serde(default)]
+    pub(crate) running: BTreeSet<RunId>,
     /// The first succeeded run of each fingerprint: what an equal run reuses.
     #[serde(default)]
-    succeeded: BTreeMap<Hash, RunId>,
+    pub(crate) succeeded: BTreeMap<Hash, RunId>,
+    /// Runs that unfinished runs wait for → the runs waiting for them.
+    #[serde(default)]
+    pub(crate) dependents: BTreeMap<RunId, Vec<RunId>>,
 }
 
 impl Default for Registry {
@@ -100,13 +117,16 @@ impl Default for Registry {
             requests: Vec::new(),
             by_id: BTreeMap::new(),
             runs: BTreeMap::new(),
-            queued: Default::default(),
+            queued: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            running: BTreeSet::new(),
             succeeded: BTreeMap::new(),
+            dependents: BTreeMap::new(),
         }
     }
 }
 
-fn no_node(addr: &Address) -> ApiError {
+pub(crate) fn no_node(addr: &Address) -> ApiError {
     ApiError::not_found(format!(
         "no node at {addr}; create it with `plotter2 new {addr}`"
     ))
@@ -121,26 +141,53 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
         }
         WriteOp::Archive { .. }
         | WriteOp::Ingest { .. }
-        | WriteOp::RunStarted { .. }
-        | WriteOp::RunFinished { .. }
+        | WriteOp::Attempts { .. }
         | WriteOp::Cancel { .. } => &[],
     };
-    if let WriteOp::RunFinished {
-        outcome: RunOutcome::Succeeded {
-            output: Some(out), ..
-        },
-        ..
+    if let WriteOp::Attempts {
+        pool,
+        worker,
+        items,
     } = op
     {
-        if out.index.id() != out.bundle {
+        if items.len() > MAX_BATCH {
             return Err(ApiError::bad_request(format!(
-                "output bundle id {} does not match its file index",
-                out.bundle
+                "{} attempt updates in one request; the limit is {MAX_BATCH}",
+                items.len()
             )));
         }
-        out.manifest
-            .validate()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if worker.is_empty() || worker.len() > 128 {
+            return Err(ApiError::bad_request(
+                "the worker name must be 1-128 characters",
+            ));
+        }
+        for item in items {
+            if !item.node().is_within(pool) {
+                return Err(ApiError::bad_request(format!(
+                    "run {} is at {}, outside the pool {pool} this report is for",
+                    item.run(),
+                    item.node()
+                )));
+            }
+            if let AttemptUpdate::Finished {
+                outcome:
+                    RunOutcome::Succeeded {
+                        output: Some(out), ..
+                    },
+                ..
+            } = item
+            {
+                if out.index.id() != out.bundle {
+                    return Err(ApiError::bad_request(format!(
+                        "output bundle id {} does not match its file index",
+                        out.bundle
+                    )));
+                }
+                out.manifest
+                    .validate()
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            }
+        }
     }
     if let WriteOp::Run { sweep, .. } = op {
         sweep::expand(sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -195,104 +242,34 @@ impl Registry {
             return answer;
         }
         let seq = self.requests.len() as u64 + 1;
-        let planned = check_write(&cmd.op).and_then(|()| self.plan(&cmd, seq));
         let mut created = Vec::new();
-        let outcome = planned.map(|plan| {
-            for (addr, kind) in plan.events {
-                let event = Event {
-                    seq,
-                    request: cmd.id,
-                    user: cmd.user.clone(),
-                    time_ms: cmd.time_ms,
-                    kind,
-                };
-                match event.kind {
-                    EventKind::Created => {
-                        created.push(addr.clone());
-                        self.nodes.insert(
-                            addr,
-                            Arc::new(NodeRecord {
-                                own: Map::new(),
-                                archived: false,
-                                created_seq: seq,
-                                created_ms: cmd.time_ms,
-                                history: vec![event],
-                                bundles: Vec::new(),
-                            }),
-                        );
-                    }
-                    _ => {
-                        if let Some(node) = self.nodes.get_mut(&addr).map(Arc::make_mut) {
-                            match &event.kind {
-                                // The config itself is installed from the plan below.
-                                EventKind::ConfigSet { .. } => {}
-                                EventKind::Archived => node.archived = true,
-                                EventKind::BundleAdded { version, bundle } => {
-                                    let content = match &cmd.op {
-                                        WriteOp::Ingest {
-                                            index, manifest, ..
-                                        } => Some((index, &**manifest)),
-                                        WriteOp::RunFinished {
-                                            outcome:
-                                                RunOutcome::Succeeded {
-                                                    output: Some(out), ..
-                                                },
-                                            ..
-                                        } => Some((&out.index, &out.manifest)),
-                                        _ => None,
-                                    };
-                                    if let Some((index, manifest)) = content {
-                                        node.bundles.push(StoredBundle {
-                                            version: *version,
-                                            id: *bundle,
-                                            index: index.clone(),
-                                            manifest: manifest.clone(),
-                                            user: cmd.user.clone(),
-                                            time_ms: cmd.time_ms,
-                                            request: cmd.id,
-                                        });
-                                    }
-                                }
-                                EventKind::Created | EventKind::RunCreated { .. } => {}
-                            }
-                            node.history.push(event);
-                        }
+        let mut runs = Vec::new();
+        let mut refused = Vec::new();
+        let outcome = check_write(&cmd.op).and_then(|()| match &cmd.op {
+            WriteOp::Attempts { worker, items, .. } => {
+                // Each item is planned against what the items before it left, and applies or
+                // is refused alone.
+                for (i, item) in items.iter().enumerate() {
+                    match self.plan_attempt(&cmd, worker, item) {
+                        Ok(plan) => self.install(plan, &cmd, seq, &mut created),
+                        Err(error) => refused.push(Refused {
+                            index: u32::try_from(i).unwrap_or(u32::MAX),
+                            run: item.run(),
+                            error,
+                        }),
                     }
                 }
+                Ok(())
             }
-            if let (Some(own), Some(node)) = (plan.own, self.nodes.get_mut(cmd.op.target())) {
-                Arc::make_mut(node).own = own;
+            op => {
+                let plan = self.plan(&cmd, seq)?;
+                if matches!(op, WriteOp::Run { .. }) {
+                    runs = plan.runs.iter().map(|r| r.id).collect();
+                }
+                self.install(plan, &cmd, seq, &mut created);
+                Ok(())
             }
-            for (addr, own) in plan.configs {
-                if let Some(node) = self.nodes.get_mut(&addr) {
-                    Arc::make_mut(node).own = own;
-                }
-            }
-            let created = matches!(cmd.op, WriteOp::Run { .. });
-            let mut ids = Vec::with_capacity(plan.runs.len());
-            for (addr, stored) in plan.copies {
-                if let Some(node) = self.nodes.get_mut(&addr) {
-                    Arc::make_mut(node).bundles.push(stored);
-                }
-            }
-            for run in plan.runs {
-                if run.state == RunState::Queued {
-                    self.queued.insert(run.id);
-                } else {
-                    self.queued.remove(&run.id);
-                }
-                if run.state == RunState::Succeeded {
-                    self.succeeded.entry(run.fingerprint).or_insert(run.id);
-                }
-                if created {
-                    ids.push(run.id);
-                }
-                self.runs.insert(run.id, Arc::new(run));
-            }
-            ids
         });
-        let runs = outcome.as_ref().cloned().unwrap_or_default();
-        let outcome = outcome.map(|_| ());
         let bundle = match (&cmd.op, &outcome) {
             (WriteOp::Ingest { addr, bundle, .. }, Ok(())) => self.nodes.get(addr).and_then(|n| {
                 let b = n.bundles.iter().find(|b| b.id == *bundle)?;
@@ -322,167 +299,73 @@ impl Registry {
             created,
             bundle,
             runs,
+            refused,
         }));
         self.by_id.insert(cmd.id, seq);
         self.result_of(seq, false)
+    }
+
+    /// Makes a plan true: all of it, in order.
+    fn install(&mut self, plan: Plan, cmd: &Command, seq: u64, created: &mut Vec<Address>) {
+        for (addr, kind) in plan.events {
+            let event = Event {
+                seq,
+                request: cmd.id,
+                user: cmd.user.clone(),
+                time_ms: cmd.time_ms,
+                kind,
+            };
+            if matches!(event.kind, EventKind::Created) {
+                created.push(addr.clone());
+                self.nodes.insert(
+                    addr,
+                    Arc::new(NodeRecord {
+                        own: Map::new(),
+                        archived: false,
+                        created_seq: seq,
+                        created_ms: cmd.time_ms,
+                        history: vec![event],
+                        bundles: Vec::new(),
+                    }),
+                );
+            } else if let Some(node) = self.nodes.get_mut(&addr).map(Arc::make_mut) {
+                if matches!(event.kind, EventKind::Archived) {
+                    node.archived = true;
+                }
+                // Config is installed from `plan.configs`, bundles from `plan.bundles`.
+                node.history.push(event);
+            }
+        }
+        for (addr, own) in plan.configs {
+            if let Some(node) = self.nodes.get_mut(&addr) {
+                Arc::make_mut(node).own = own;
+            }
+        }
+        for (addr, stored) in plan.bundles {
+            if let Some(node) = self.nodes.get_mut(&addr) {
+                Arc::make_mut(node).bundles.push(stored);
+            }
+        }
+        for run in plan.runs {
+            self.index_run(&run, seq);
+            self.runs.insert(run.id, Arc::new(run));
+        }
     }
 
     /// Works out what `cmd` (request number `seq`) does without changing anything.
     fn plan(&self, cmd: &Command, seq: u64) -> Result<Plan, ApiError> {
         let mut plan = Plan::default();
         match &cmd.op {
-            WriteOp::Run {
-                addr,
-                task,
-                set,
-                sweep,
-                force,
-            } => {
-                self.plan_run(cmd, seq, addr, task, set, sweep, *force, &mut plan)?;
-                return Ok(plan);
-            }
-            WriteOp::RunStarted {
-                node,
-                run,
-                attempt,
-                worker,
-            } => {
-                let mut r = self.run_at(node, run)?;
-                if r.state.is_finished() {
-                    return Err(ApiError::bad_request(format!(
-                        "run {run} has already ended ({:?})",
-                        r.state
-                    )));
-                }
-                if *attempt != r.attempt {
-                    return Err(ApiError::bad_request(format!(
-                        "run {run}: delivery {attempt} is stale; the run is at attempt {}",
-                        r.attempt
-                    )));
-                }
-                r.state = RunState::Running;
-                r.attempts.push(AttemptRecord {
-                    attempt: *attempt,
-                    worker: worker.clone(),
-                    started_ms: cmd.time_ms,
-                    finished_ms: None,
-                    exit: None,
-                    reason: None,
-                    log: None,
-                });
-                plan.runs.push(r);
-                return Ok(plan);
-            }
-            WriteOp::Cancel { node, run } => {
-                let mut r = self.run_at(node, run)?;
-                if r.state.is_finished() {
-                    return Err(ApiError::bad_request(format!(
-                        "run {run} has already ended ({:?})",
-                        r.state
-                    )));
-                }
-                r.state = RunState::Cancelled;
-                r.finished_ms = Some(cmd.time_ms);
-                r.reason = Some(format!("cancelled by {}", cmd.user));
-                plan.runs.push(r);
-                return Ok(plan);
-            }
-            WriteOp::RunFinished {
-                node,
-                run,
-                attempt,
-                outcome,
-                log,
-            } => {
-                let mut r = self.run_at(node, run)?;
-                // Reported twice, or by a delivery that was superseded: nothing to do.
-                if r.state.is_finished() || *attempt != r.attempt {
-                    if r.state == RunState::Cancelled
-                        && let Some(a) = r
-                            .attempts
-                            .iter_mut()
-                            .rev()
-                            .find(|a| a.attempt == *attempt && a.finished_ms.is_none())
-                    {
-                        // The killed attempt still reports its log.
-                        a.finished_ms = Some(cmd.time_ms);
-                        a.log = *log;
-                        a.reason = Some("cancelled".into());
-                        plan.runs.push(r);
-                    }
-                    return Ok(plan);
-                }
-                let (exit, reason) = match outcome {
-                    RunOutcome::Succeeded { exit, .. } => (Some(*exit), None),
-                    RunOutcome::Failed { exit, reason } => (*exit, Some(reason.clone())),
-                };
-                // The attempt's record keeps its log even when the run ended meanwhile.
-                if let Some(a) = r.attempts.iter_mut().rev().find(|a| a.attempt == *attempt) {
-                    a.finished_ms = Some(cmd.time_ms);
-                    a.exit = exit;
-                    a.reason = reason.clone();
-                    a.log = *log;
-                }
-                r.exit = exit;
-                match outcome {
-                    RunOutcome::Succeeded { output, .. } => {
-                        r.state = RunState::Succeeded;
-                        r.finished_ms = Some(cmd.time_ms);
-                        r.reason = None;
-                        if let Some(out) = output {
-                            let versions = self
-                                .nodes
-                                .get(node)
-                                .map(|n| n.bundles.as_slice())
-                                .unwrap_or_default();
-                            let version = match versions.iter().find(|b| b.id == out.bundle) {
-                                Some(b) => b.version,
-                                None => {
-                                    let v = versions.len() as u64 + 1;
-                                    plan.events.push((
-                                        node.clone(),
-                                        EventKind::BundleAdded {
-                                            version: v,
-                                            bundle: out.bundle,
-                                        },
-                                    ));
-                                    v
-                                }
-                            };
-                            r.output = Some(BundleRef {
-                                version,
-                                id: out.bundle,
-                                existing: false,
-                            });
-                        }
-                    }
-                    RunOutcome::Failed { .. } if r.attempt <= r.definition.retries => {
-                        r.state = RunState::Queued;
-                        r.attempt += 1;
-                        r.reason = reason;
-                    }
-                    RunOutcome::Failed { .. } => {
-                        r.state = RunState::Failed;
-                        r.finished_ms = Some(cmd.time_ms);
-                        r.reason = reason;
-                    }
-                }
-                plan.runs.push(r);
-                return Ok(plan);
-            }
-            _ => {}
-        }
-        let events = &mut plan.events;
-        match &cmd.op {
             WriteOp::New { addr, set } => {
-                self.plan_lineage(addr, events)?;
+                self.plan_lineage(addr, &mut plan.events)?;
                 if !set.is_empty() {
                     let own = self
                         .nodes
                         .get(addr)
                         .map(|n| n.own.clone())
                         .unwrap_or_default();
-                    plan.own = Some(plan_assignments(addr, own, set, events)?);
+                    let own = plan_assignments(addr, own, set, &mut plan.events)?;
+                    plan.configs.push((addr.clone(), own));
                 }
             }
             WriteOp::Set { addr, set } => {
@@ -492,264 +375,67 @@ impl Registry {
                         "{addr} is archived and read-only"
                     )));
                 }
-                plan.own = Some(plan_assignments(addr, node.own.clone(), set, events)?);
+                let own = plan_assignments(addr, node.own.clone(), set, &mut plan.events)?;
+                plan.configs.push((addr.clone(), own));
             }
             WriteOp::Archive { addr } => {
                 let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
                 if !node.archived {
-                    events.push((addr.clone(), EventKind::Archived));
+                    plan.events.push((addr.clone(), EventKind::Archived));
                 }
             }
-            WriteOp::Ingest { addr, bundle, .. } => {
-                self.plan_lineage(addr, events)?;
-                let versions = self
-                    .nodes
-                    .get(addr)
-                    .map(|n| n.bundles.as_slice())
-                    .unwrap_or_default();
-                // The same bundle at the same address is one version, however often it arrives.
-                if !versions.iter().any(|b| b.id == *bundle) {
-                    let version = versions.len() as u64 + 1;
-                    events.push((
-                        addr.clone(),
-                        EventKind::BundleAdded {
-                            version,
-                            bundle: *bundle,
-                        },
-                    ));
-                }
+            WriteOp::Ingest {
+                addr,
+                bundle,
+                index,
+                manifest,
+            } => {
+                self.plan_lineage(addr, &mut plan.events)?;
+                plan.add_bundle(
+                    self,
+                    addr,
+                    StoredBundle {
+                        version: 0,
+                        id: *bundle,
+                        run: None,
+                        index: index.clone(),
+                        manifest: (**manifest).clone(),
+                        user: cmd.user.clone(),
+                        time_ms: cmd.time_ms,
+                        request: cmd.id,
+                    },
+                );
             }
-            WriteOp::Run { .. }
-            | WriteOp::RunStarted { .. }
-            | WriteOp::RunFinished { .. }
-            | WriteOp::Cancel { .. } => {}
+            WriteOp::Run {
+                addr,
+                task,
+                set,
+                sweep,
+                force,
+            } => {
+                let ask = crate::runs::RunAsk {
+                    addr,
+                    task,
+                    set,
+                    sweep,
+                    force: *force,
+                };
+                self.plan_run(cmd, seq, &ask, &mut plan)?;
+            }
+            WriteOp::Cancel { node, run } => self.plan_cancel(cmd, node, run, &mut plan)?,
+            // Applied item by item in `apply`.
+            WriteOp::Attempts { .. } => {}
         }
         Ok(plan)
     }
 
-    /// A copy of run `id`, which must be at `node`.
-    fn run_at(&self, node: &Address, id: &RunId) -> Result<RunRecord, ApiError> {
-        let r = self.run(id)?;
-        if r.node != *node {
-            return Err(ApiError::bad_request(format!(
-                "run {id} is at {}, not {node}",
-                r.node
-            )));
-        }
-        Ok(r)
-    }
-
-    /// Runs waiting for a worker, oldest first, with the delivery to publish.
-    pub fn queued_runs(&self) -> Vec<Arc<RunRecord>> {
-        self.queued
-            .iter()
-            .filter_map(|id| self.runs.get(id).cloned())
-            .collect()
-    }
-
-    /// Runs of `task`: at `addr`, or one per sweep combination at new nodes
-    /// `addr/sweep-<n>/<combination>` whose own config is the combination.
-    #[allow(clippy::too_many_arguments)]
-    fn plan_run(
-        &self,
-        cmd: &Command,
-        seq: u64,
-        addr: &Address,
-        task: &str,
-        set: &[Assignment],
-        sweep: &[Sweep],
-        force: bool,
-        plan: &mut Plan,
-    ) -> Result<(), ApiError> {
-        let (defined_at, code, def) = self.find_task(addr, task)?;
-        self.plan_lineage(addr, &mut plan.events)?;
-        let combos = sweep::expand(sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        // (node, its own config when the run creates it)
-        let mut targets: Vec<(Address, Option<Map<String, Value>>)> = Vec::new();
-        if combos.is_empty() {
-            targets.push((addr.clone(), None));
-        } else {
-            let bad =
-                |e: plotter2_node::address::AddressError| ApiError::bad_request(e.to_string());
-            let taken = self
-                .children(addr, true)
-                .iter()
-                .filter(|c| c.name.starts_with("sweep-"))
-                .count();
-            let base = addr.child(&format!("sweep-{}", taken + 1)).map_err(bad)?;
-            plan.events.push((base.clone(), EventKind::Created));
-            for c in &combos {
-                let node = base.child(&c.segment()).map_err(bad)?;
-                plan.events.push((node.clone(), EventKind::Created));
-                let own = plan_assignments(&node, Map::new(), &c.set, &mut plan.events)?;
-                plan.configs.push((node.clone(), own.clone()));
-                targets.push((node, Some(own)));
-            }
-        }
-        for (i, (node, new_own)) in targets.into_iter().enumerate() {
-            let mut params = def.params.clone();
-            for (k, v) in self.effective(&node, new_own.as_ref()) {
-                params.insert(k, v);
-            }
-            for a in set {
-                nodeconf::assign(&mut params, a)
-                    .map_err(|e| ApiError::bad_request(format!("--set {}: {e}", a.key)))?;
-            }
-            let inputs: Vec<Hash> = node
-                .lineage()
-                .filter(|a| a.is_within(&defined_at))
-                .filter_map(|a| self.nodes.get(&a)?.bundles.last().map(|b| b.id))
-                .filter(|id| *id != code.id)
-                .collect();
-            let fingerprint = Hash::of(
-                serde_json::to_string(&(&def, &inputs, &params, code.id))
-                    .unwrap_or_default()
-                    .as_bytes(),
-            );
-            let id = RunId {
-                seq,
-                n: u32::try_from(i).unwrap_or(u32::MAX),
-            };
-            plan.events.push((
-                node.clone(),
-                EventKind::RunCreated {
-                    run: id,
-                    task: task.to_owned(),
-                },
-            ));
-            let mut record = RunRecord {
-                id,
-                node: node.clone(),
-                task: task.to_owned(),
-                defined_at: defined_at.clone(),
-                definition: def.clone(),
-                params,
-                code: code.id,
-                inputs,
-                fingerprint,
-                state: RunState::Queued,
-                request: cmd.id,
-                user: cmd.user.clone(),
-                created_ms: cmd.time_ms,
-                attempt: 1,
-                attempts: Vec::new(),
-                output: None,
-                reason: None,
-                exit: None,
-                finished_ms: None,
-                reused_from: None,
-            };
-            if !force {
-                self.plan_reuse(&mut record, cmd, plan);
-            }
-            plan.runs.push(record);
-        }
-        Ok(())
-    }
-
-    /// Makes `run` a reuse of the first succeeded run with its fingerprint, when there is one:
-    /// it ends at once with that run's output, recorded as a version of its own node too.
-    fn plan_reuse(&self, run: &mut RunRecord, cmd: &Command, plan: &mut Plan) {
-        let Some(earlier) = self
-            .succeeded
-            .get(&run.fingerprint)
-            .and_then(|id| self.runs.get(id))
-        else {
-            return;
-        };
-        run.state = RunState::Succeeded;
-        run.finished_ms = Some(cmd.time_ms);
-        run.exit = earlier.exit;
-        run.reused_from = Some(earlier.id);
-        let Some(out) = &earlier.output else {
-            return;
-        };
-        let Some(stored) = self
-            .nodes
-            .get(&earlier.node)
-            .and_then(|n| n.bundles.iter().find(|b| b.id == out.id))
-        else {
-            return;
-        };
-        let existing = self
-            .nodes
-            .get(&run.node)
-            .map(|n| n.bundles.as_slice())
-            .unwrap_or_default();
-        let version = match existing.iter().find(|b| b.id == out.id) {
-            Some(b) => b.version,
-            None => {
-                let v = existing.len() as u64 + 1;
-                plan.events.push((
-                    run.node.clone(),
-                    EventKind::BundleAdded {
-                        version: v,
-                        bundle: out.id,
-                    },
-                ));
-                plan.copies.push((
-                    run.node.clone(),
-                    StoredBundle {
-                        version: v,
-                        user: cmd.user.clone(),
-                        time_ms: cmd.time_ms,
-                        request: cmd.id,
-                        ..stored.clone()
-                    },
-                ));
-                v
-            }
-        };
-        run.output = Some(BundleRef {
-            version,
-            id: out.id,
-            existing: true,
-        });
-    }
-
-    /// The nearest definition of `task`: on `addr` itself or its closest ancestor, in that
-    /// node's latest bundle that defines it.
-    fn find_task(
-        &self,
-        addr: &Address,
-        task: &str,
-    ) -> Result<(Address, &StoredBundle, &TaskDef), ApiError> {
-        if !self.nodes.contains_key(addr) {
-            return Err(no_node(addr));
-        }
-        let lineage: Vec<Address> = addr.lineage().collect();
-        let mut known = std::collections::BTreeSet::new();
-        for a in lineage.iter().rev() {
-            let Some(node) = self.nodes.get(a) else {
-                continue;
-            };
-            for b in node.bundles.iter().rev() {
-                let Some(pkg) = &b.manifest.contains.package else {
-                    continue;
-                };
-                if let Some(def) = pkg.tasks.get(task) {
-                    return Ok((a.clone(), b, def));
-                }
-                known.extend(pkg.tasks.keys().cloned());
-            }
-        }
-        let have = if known.is_empty() {
-            "none are defined there: push a bundle whose manifest has contains.package.tasks"
-                .to_owned()
-        } else {
-            format!(
-                "defined there: {}",
-                known.into_iter().collect::<Vec<_>>().join(", ")
-            )
-        };
-        Err(ApiError::not_found(format!(
-            "no task {task:?} at {addr} or its ancestors; {have}"
-        )))
-    }
-
     /// The effective config of `addr`, with `extra` as its own config when it does not exist
     /// yet.
-    fn effective(&self, addr: &Address, extra: Option<&Map<String, Value>>) -> Map<String, Value> {
+    pub(crate) fn effective(
+        &self,
+        addr: &Address,
+        extra: Option<&Map<String, Value>>,
+    ) -> Map<String, Value> {
         let mut effective = Effective::default();
         for a in addr.lineage() {
             if let Some(n) = self.nodes.get(&a) {
@@ -762,27 +448,8 @@ impl Registry {
         effective.config
     }
 
-    /// Runs at `addr` and below, oldest first.
-    pub fn runs(&self, addr: &Address) -> Result<Vec<RunRecord>, ApiError> {
-        if !self.nodes.contains_key(addr) {
-            return Err(no_node(addr));
-        }
-        Ok(self
-            .runs
-            .values()
-            .filter(|r| r.node.is_within(addr))
-            .map(|r| (**r).clone())
-            .collect())
-    }
-
-    pub fn run(&self, id: &RunId) -> Result<RunRecord, ApiError> {
-        self.runs.get(id).map(|r| (**r).clone()).ok_or_else(|| {
-            ApiError::not_found(format!("no run {id}; list them with `plotter2 runs ADDR`"))
-        })
-    }
-
     /// Creates `addr` and its missing ancestors (`mkdir -p`); refuses to pass an archived node.
-    fn plan_lineage(
+    pub(crate) fn plan_lineage(
         &self,
         addr: &Address,
         events: &mut Vec<(Address, EventKind)>,
@@ -826,6 +493,7 @@ impl Registry {
                 created: rec.created.clone(),
                 bundle: rec.bundle.clone(),
                 runs: rec.runs.clone(),
+                refused: rec.refused.clone(),
             }),
         }
     }
@@ -890,7 +558,7 @@ impl Registry {
     }
 
     /// Direct children, found by scanning the subtree's contiguous key range.
-    fn children(&self, addr: &Address, all: bool) -> Vec<ChildView> {
+    pub(crate) fn children(&self, addr: &Address, all: bool) -> Vec<ChildView> {
         let mut out: Vec<ChildView> = Vec::new();
         let depth = addr.depth() + 1;
         for (a, n) in self.nodes.range(addr..).skip(1) {
@@ -959,19 +627,70 @@ impl Registry {
 
 /// What a write will do, worked out before anything changes: all of it or none of it applies.
 #[derive(Default)]
-struct Plan {
-    events: Vec<(Address, EventKind)>,
-    /// The target's own config after the write, when it changes.
-    own: Option<Map<String, Value>>,
-    /// Own configs of other nodes the write creates (sweep children).
-    configs: Vec<(Address, Map<String, Value>)>,
-    runs: Vec<RunRecord>,
-    /// Bundles recorded again at another node (a reused run's output).
-    copies: Vec<(Address, StoredBundle)>,
+pub(crate) struct Plan {
+    pub events: Vec<(Address, EventKind)>,
+    /// Own configs after the write, of the nodes whose config it sets or creates.
+    pub configs: Vec<(Address, Map<String, Value>)>,
+    /// New bundle versions (numbered by [`Plan::add_bundle`]).
+    pub bundles: Vec<(Address, StoredBundle)>,
+    /// Runs created or changed, in order; a run appears at most once.
+    pub runs: Vec<RunRecord>,
+}
+
+impl Plan {
+    /// Records `bundle` as the next version of `addr` (with its `bundle_added` event), unless
+    /// that bundle already is a version there; returns its version either way.
+    pub fn add_bundle(&mut self, reg: &Registry, addr: &Address, mut bundle: StoredBundle) -> u64 {
+        let stored = reg
+            .nodes
+            .get(addr)
+            .map(|n| n.bundles.as_slice())
+            .unwrap_or_default();
+        let planned = self
+            .bundles
+            .iter()
+            .filter(|(a, _)| a == addr)
+            .map(|(_, b)| b);
+        let mut count = stored.len() as u64;
+        // The same bundle at the same address is one version, however often it arrives.
+        for b in stored.iter().chain(planned) {
+            if b.id == bundle.id {
+                return b.version;
+            }
+            count = count.max(b.version);
+        }
+        bundle.version = count + 1;
+        self.events.push((
+            addr.clone(),
+            EventKind::BundleAdded {
+                version: bundle.version,
+                bundle: bundle.id,
+            },
+        ));
+        let version = bundle.version;
+        self.bundles.push((addr.clone(), bundle));
+        version
+    }
+
+    /// The run as this plan left it, else as the registry holds it.
+    pub fn run(&self, reg: &Registry, id: &RunId) -> Option<RunRecord> {
+        match self.runs.iter().rev().find(|r| r.id == *id) {
+            Some(r) => Some(r.clone()),
+            None => reg.runs.get(id).map(|r| (**r).clone()),
+        }
+    }
+
+    /// Adds or replaces `run` in the plan.
+    pub fn put_run(&mut self, run: RunRecord) {
+        match self.runs.iter_mut().find(|r| r.id == run.id) {
+            Some(slot) => *slot = run,
+            None => self.runs.push(run),
+        }
+    }
 }
 
 /// Applies `set` to a copy of `own`, recording one event per key; returns the new config.
-fn plan_assignments(
+pub(crate) fn plan_assignments(
     addr: &Address,
     mut own: Map<String, Value>,
     set: &[Assignment],
@@ -1167,20 +886,8 @@ mod tests {
     }
 
     fn ingest(a: &str, files: &[(&str, &[u8])]) -> WriteOp {
-        use plotter2_node::bundle::{BundlePath, FileEntry};
-        let index = FileIndex::new(
-            files
-                .iter()
-                .map(|(p, c)| FileEntry {
-                    path: BundlePath::parse(p).unwrap(),
-                    blob: Hash::of(c),
-                    size: c.len() as u64,
-                    mode: 0o644,
-                })
-                .collect(),
-        )
-        .unwrap();
-        let manifest = Manifest::from_json(br#"{"manifest_version": 1}"#).unwrap();
+        let (index, manifest) =
+            crate::runs::tests_support::bundle(files, json!({"manifest_version": 1}));
         WriteOp::Ingest {
             addr: addr(a),
             bundle: index.id(),
@@ -1232,264 +939,5 @@ mod tests {
             err.message
         );
         assert_eq!(r.nodes, before);
-    }
-}
-
-#[cfg(test)]
-mod run_tests {
-    use super::*;
-    use plotter2_node::bundle::{BundlePath, FileEntry};
-    use plotter2_node::protocol::{RunOutput, UserName};
-    use serde_json::json;
-
-    fn addr(s: &str) -> Address {
-        Address::parse(s).unwrap()
-    }
-
-    fn apply(r: &mut Registry, op: WriteOp) -> Result<WriteReceipt, ApiError> {
-        let n = r.request_count() + 1;
-        r.apply(
-            Command {
-                id: RequestId::new(),
-                user: UserName::parse("tali").unwrap(),
-                time_ms: 1000 + n,
-                op,
-            },
-            n,
-        )
-    }
-
-    /// A code bundle at `a` whose package defines `train` (default lr 0.1).
-    fn code(a: &str, script: &[u8]) -> WriteOp {
-        let index = FileIndex::new(vec![FileEntry {
-            path: BundlePath::parse("train.py").unwrap(),
-            blob: Hash::of(script),
-            size: script.len() as u64,
-            mode: 0o644,
-        }])
-        .unwrap();
-        let manifest = Manifest::from_json(
-            json!({"manifest_version": 1, "contains": {"package": {"tasks": {"train": {
-                "kind": "command", "run": ["python3", "train.py", "--lr", "{lr}", "--out", "{out}"],
-                "params": {"lr": 0.1, "epochs": 3}}}}}})
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-        WriteOp::Ingest {
-            addr: addr(a),
-            bundle: index.id(),
-            index,
-            manifest: Box::new(manifest),
-        }
-    }
-
-    fn run(a: &str, task: &str, set: &[&str], sweep: &[&str]) -> WriteOp {
-        WriteOp::Run {
-            addr: addr(a),
-            task: task.into(),
-            set: set.iter().map(|s| s.parse().unwrap()).collect(),
-            sweep: sweep.iter().map(|s| s.parse().unwrap()).collect(),
-            force: false,
-        }
-    }
-
-    fn setup() -> Registry {
-        let mut r = Registry::default();
-        apply(&mut r, code("/e/x", b"print(1)")).unwrap();
-        apply(
-            &mut r,
-            WriteOp::Set {
-                addr: addr("/e/x"),
-                set: vec!["lr=0.3".parse().unwrap(), "model.depth=2".parse().unwrap()],
-            },
-        )
-        .unwrap();
-        r
-    }
-
-    #[test]
-    fn a_run_takes_the_nearest_definition_and_the_effective_config() {
-        let mut r = setup();
-        apply(
-            &mut r,
-            WriteOp::New {
-                addr: addr("/e/x/child"),
-                set: vec!["lr=0.4".parse().unwrap()],
-            },
-        )
-        .unwrap();
-        let receipt = apply(&mut r, run("/e/x/child", "train", &["epochs=5"], &[])).unwrap();
-        assert_eq!(receipt.runs.len(), 1);
-        let rec = r.run(&receipt.runs[0]).unwrap();
-        assert_eq!(rec.node, addr("/e/x/child"));
-        assert_eq!(rec.defined_at, addr("/e/x"));
-        assert_eq!(rec.state, RunState::Queued);
-        assert_eq!(
-            serde_json::Value::Object(rec.params.clone()),
-            json!({"lr": 0.4, "epochs": 5, "model": {"depth": 2}}),
-            "task defaults < effective config < --set"
-        );
-        assert_eq!(rec.code, r.nodes[&addr("/e/x")].bundles[0].id);
-        assert!(rec.inputs.is_empty(), "the code bundle is not an input");
-        // --set changed the run, not the node.
-        assert_eq!(r.show(&addr("/e/x/child")).unwrap().own.get("epochs"), None);
-        let history = r.history(&addr("/e/x/child")).unwrap();
-        assert!(
-            matches!(&history.last().unwrap().kind, EventKind::RunCreated { task, .. } if task == "train")
-        );
-        assert_eq!(r.runs(&addr("/e")).unwrap().len(), 1);
-        assert_eq!(
-            r.request(&r.requests[r.requests.len() - 1].id)
-                .unwrap()
-                .runs,
-            receipt.runs
-        );
-    }
-
-    #[test]
-    fn sweeps_make_one_child_and_one_run_per_combination() {
-        let mut r = setup();
-        let receipt = apply(
-            &mut r,
-            run("/e/x", "train", &[], &["lr=0.1,0.2", "seed=1,2"]),
-        )
-        .unwrap();
-        assert_eq!(receipt.runs.len(), 4);
-        let runs = r.runs(&addr("/e/x")).unwrap();
-        let nodes: Vec<String> = runs.iter().map(|x| x.node.to_string()).collect();
-        assert_eq!(
-            nodes,
-            [
-                "/e/x/sweep-1/lr=0.1,seed=1",
-                "/e/x/sweep-1/lr=0.1,seed=2",
-                "/e/x/sweep-1/lr=0.2,seed=1",
-                "/e/x/sweep-1/lr=0.2,seed=2"
-            ]
-        );
-        assert_eq!(runs[3].params["lr"], json!(0.2));
-        assert_eq!(runs[3].params["seed"], json!(2));
-        assert_eq!(runs[3].params["model"], json!({"depth": 2}), "inherited");
-        let child = r.show(&addr("/e/x/sweep-1/lr=0.2,seed=2")).unwrap();
-        assert_eq!(
-            serde_json::Value::Object(child.own),
-            json!({"lr": 0.2, "seed": 2})
-        );
-        assert_eq!(child.effective.from["model.depth"], addr("/e/x"));
-        // Distinct params, distinct fingerprints; a second sweep gets its own folder.
-        let mut f: Vec<Hash> = runs.iter().map(|x| x.fingerprint).collect();
-        f.sort();
-        f.dedup();
-        assert_eq!(f.len(), 4);
-        apply(&mut r, run("/e/x", "train", &[], &["lr=0.5"])).unwrap();
-        assert!(r.contains(&addr("/e/x/sweep-2/lr=0.5")));
-    }
-
-    #[test]
-    fn bad_runs_are_refused_and_change_nothing() {
-        let mut r = setup();
-        let before = r.runs.len();
-        let e = apply(&mut r, run("/e/x", "report", &[], &[])).unwrap_err();
-        assert!(
-            e.message.contains("no task \"report\"") && e.message.contains("train"),
-            "{}",
-            e.message
-        );
-        let e = apply(&mut r, run("/nowhere", "train", &[], &[])).unwrap_err();
-        assert!(e.message.contains("no node at /nowhere"), "{}", e.message);
-        let e = apply(&mut r, run("/e/x", "train", &[], &["lr=1", "lr=2"])).unwrap_err();
-        assert!(e.message.contains("swept twice"), "{}", e.message);
-        let e = apply(&mut r, run("/e/x", "train", &["model.depth.x=1"], &[])).unwrap_err();
-        assert!(e.message.contains("--set model.depth.x"), "{}", e.message);
-        assert_eq!(r.runs.len(), before);
-        assert!(!r.contains(&addr("/e/x/sweep-1")));
-    }
-
-    #[test]
-    fn an_equal_run_reuses_a_succeeded_one_unless_forced() {
-        let mut r = setup();
-        let first = apply(&mut r, run("/e/x", "train", &[], &["lr=0.1,0.2"]))
-            .unwrap()
-            .runs;
-        // A worker runs the first one to success with an output bundle.
-        let rec = r.run(&first[0]).unwrap();
-        apply(
-            &mut r,
-            WriteOp::RunStarted {
-                node: rec.node.clone(),
-                run: rec.id,
-                attempt: 1,
-                worker: "w".into(),
-            },
-        )
-        .unwrap();
-        let out = match code("/unused", b"weights") {
-            WriteOp::Ingest {
-                bundle,
-                index,
-                manifest,
-                ..
-            } => RunOutput {
-                bundle,
-                index,
-                manifest: *manifest,
-            },
-            _ => unreachable!(),
-        };
-        let out_id = out.bundle;
-        apply(
-            &mut r,
-            WriteOp::RunFinished {
-                node: rec.node.clone(),
-                run: rec.id,
-                attempt: 1,
-                outcome: RunOutcome::Succeeded {
-                    exit: 0,
-                    output: Some(Box::new(out)),
-                },
-                log: None,
-            },
-        )
-        .unwrap();
-        assert_eq!(r.run(&rec.id).unwrap().state, RunState::Succeeded);
-
-        // The same sweep again: lr=0.1 is reused (ends at once, output recorded at its new
-        // node), lr=0.2 never succeeded and is queued.
-        let again = apply(&mut r, run("/e/x", "train", &[], &["lr=0.1,0.2"]))
-            .unwrap()
-            .runs;
-        let reused = r.run(&again[0]).unwrap();
-        assert_eq!(reused.state, RunState::Succeeded);
-        assert_eq!(reused.reused_from, Some(rec.id));
-        assert_eq!(reused.output.as_ref().unwrap().id, out_id);
-        assert_eq!(r.show(&reused.node).unwrap().bundles[0].id, out_id);
-        assert_eq!(r.run(&again[1]).unwrap().state, RunState::Queued);
-        let queued: Vec<RunId> = r.queued_runs().into_iter().map(|q| q.id).collect();
-        assert!(!queued.contains(&again[0]) && queued.contains(&again[1]));
-
-        // --force runs it again.
-        let mut forced = run("/e/x", "train", &[], &["lr=0.1"]);
-        if let WriteOp::Run { force, .. } = &mut forced {
-            *force = true;
-        }
-        let f = apply(&mut r, forced).unwrap().runs;
-        assert_eq!(r.run(&f[0]).unwrap().state, RunState::Queued);
-    }
-
-    #[test]
-    fn runs_are_deterministic_across_replicas() {
-        let mut a = setup();
-        let mut b = a.clone();
-        let op = run("/e/x", "train", &[], &["lr=0.1,0.2,0.15,0.05,0.01"]);
-        let cmd = Command {
-            id: RequestId::new(),
-            user: UserName::parse("tali").unwrap(),
-            time_ms: 7,
-            op,
-        };
-        a.apply(cmd.clone(), 9).unwrap();
-        b.apply(cmd, 9).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.runs.len(), 5);
     }
 }

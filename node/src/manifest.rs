@@ -256,11 +256,7 @@ impl Manifest {
         };
         for (name, task) in &pkg.tasks {
             let f = |k: &str| format!("contains.package.tasks.{name}.{k}");
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
-            {
+            if !is_task_name(name) {
                 return Err(field_err(
                     format!("contains.package.tasks.{name:?}"),
                     "task names may only use letters, digits, _ and -",
@@ -281,10 +277,14 @@ impl Manifest {
                 if need == name {
                     return Err(field_err(f("needs"), "a task cannot need itself"));
                 }
-                if !pkg.tasks.contains_key(need) {
+                // A need this package does not define may come from an ancestor's package: it
+                // is looked up when the task is run, from the run's node upwards.
+                if !is_task_name(need) {
                     return Err(field_err(
                         f("needs"),
-                        format!("needs {need:?}, which this package does not define"),
+                        format!(
+                            "needs {need:?}, which is not a task name (letters, digits, _ and -)"
+                        ),
                     ));
                 }
             }
@@ -308,6 +308,13 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn is_task_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
 }
 
 /// The first cycle among the tasks' `needs`, as task names from a task back to itself.
@@ -442,8 +449,8 @@ mod tests {
         v["time"] = json!("yesterday");
         assert!(err_of(v).contains("time"));
         let mut v = sample();
-        v["contains"]["package"]["tasks"]["report"]["needs"] = json!(["nope"]);
-        assert!(err_of(v).contains("needs \"nope\""));
+        v["contains"]["package"]["tasks"]["report"]["needs"] = json!(["no pe"]);
+        assert!(err_of(v).contains("needs \"no pe\", which is not a task name"));
         let mut v = sample();
         v["contains"]["package"]["tasks"]["train"]["needs"] = json!(["report"]);
         let e = err_of(v);

@@ -217,16 +217,39 @@ pub enum WriteOp {
         #[serde(default)]
         force: bool,
     },
-    /// A worker took delivery `attempt` of a run at `node`.
-    RunStarted {
+    /// What workers report about attempts (claims and results), and what the leader finds
+    /// lost, applied in order as one request. Workers batch them: a busy pool costs one log
+    /// entry per batch, not two per run. Every item's node must be within `pool`. An item
+    /// that does not apply (a run that ended meanwhile, a stale delivery) is refused alone,
+    /// and listed in the receipt's `refused`.
+    Attempts {
+        pool: Address,
+        /// Who reports: the worker's name, recorded on the attempts it starts.
+        worker: String,
+        items: Vec<AttemptUpdate>,
+    },
+    /// Ends a run that has not ended; a worker running it kills it.
+    Cancel {
+        node: Address,
+        run: RunId,
+    },
+}
+
+/// One item of an [`WriteOp::Attempts`] report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "update", rename_all = "snake_case")]
+pub enum AttemptUpdate {
+    /// The worker took delivery `attempt` of the run (its claim): refused when the run ended
+    /// or moved on to another attempt. The same delivery taken over by another worker (its
+    /// first worker died) is accepted, and recorded as another attempt record.
+    Started {
         node: Address,
         run: RunId,
         attempt: u32,
-        worker: String,
     },
-    /// A worker finished an attempt. A success's output becomes a bundle version of `node`
-    /// (once, however often it is reported); a failure is retried while `retries` allow.
-    RunFinished {
+    /// The attempt ended. A success's output becomes a bundle version of `node` (once,
+    /// however often it is reported); a failure is retried while `retries` allow.
+    Finished {
         node: Address,
         run: RunId,
         attempt: u32,
@@ -235,11 +258,53 @@ pub enum WriteOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log: Option<Hash>,
     },
-    /// Ends a run that has not ended; a worker running it kills it.
-    Cancel {
+    /// Nobody runs the attempt any more (its worker stopped answering and its delivery is
+    /// gone): it ends as lost and the run is queued again, up to [`MAX_LOST`] times.
+    Lost {
         node: Address,
         run: RunId,
+        attempt: u32,
+        reason: String,
     },
+}
+
+/// A run whose attempts were lost this many times fails instead of being queued again (a task
+/// that kills its worker every time must not go round forever).
+pub const MAX_LOST: u32 = 3;
+
+impl AttemptUpdate {
+    pub fn run(&self) -> RunId {
+        match self {
+            AttemptUpdate::Started { run, .. }
+            | AttemptUpdate::Finished { run, .. }
+            | AttemptUpdate::Lost { run, .. } => *run,
+        }
+    }
+
+    pub fn attempt(&self) -> u32 {
+        match self {
+            AttemptUpdate::Started { attempt, .. }
+            | AttemptUpdate::Finished { attempt, .. }
+            | AttemptUpdate::Lost { attempt, .. } => *attempt,
+        }
+    }
+
+    pub fn node(&self) -> &Address {
+        match self {
+            AttemptUpdate::Started { node, .. }
+            | AttemptUpdate::Finished { node, .. }
+            | AttemptUpdate::Lost { node, .. } => node,
+        }
+    }
+}
+
+/// An item of a batched request that did not apply, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Its position in the request's items.
+    pub index: u32,
+    pub run: RunId,
+    pub error: ApiError,
 }
 
 /// How an attempt ended.
@@ -287,8 +352,7 @@ impl WriteOp {
             WriteOp::Archive { .. } => "archive",
             WriteOp::Ingest { .. } => "ingest",
             WriteOp::Run { .. } => "run",
-            WriteOp::RunStarted { .. } => "run_started",
-            WriteOp::RunFinished { .. } => "run_finished",
+            WriteOp::Attempts { .. } => "attempts",
             WriteOp::Cancel { .. } => "cancel",
         }
     }
@@ -300,9 +364,8 @@ impl WriteOp {
             | WriteOp::Archive { addr }
             | WriteOp::Ingest { addr, .. }
             | WriteOp::Run { addr, .. } => addr,
-            WriteOp::RunStarted { node, .. }
-            | WriteOp::RunFinished { node, .. }
-            | WriteOp::Cancel { node, .. } => node,
+            WriteOp::Attempts { pool, .. } => pool,
+            WriteOp::Cancel { node, .. } => node,
         }
     }
 }
@@ -331,9 +394,18 @@ pub enum ReadOp {
     Request {
         id: RequestId,
     },
-    /// Runs at `addr` and below, oldest first.
+    /// Runs at `addr` and below, oldest first: those after run `after`, at most `limit` of
+    /// them (page through a large subtree; without a limit, all of them).
     Runs {
         addr: Address,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<RunId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Just the states of these runs (how `run --wait` polls a large sweep cheaply).
+    RunStates {
+        ids: Vec<RunId>,
     },
     Run {
         id: RunId,
@@ -376,6 +448,7 @@ impl Op {
             Op::Read(ReadOp::Bundle { .. }) => "bundle",
             Op::Read(ReadOp::Runs { .. }) => "runs",
             Op::Read(ReadOp::Run { .. }) => "run_info",
+            Op::Read(ReadOp::RunStates { .. }) => "run_states",
             Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
             Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
         }
@@ -393,8 +466,7 @@ pub const VERBS: &[&str] = &[
     "archive",
     "ingest",
     "run",
-    "run_started",
-    "run_finished",
+    "attempts",
     "cancel",
     "ls",
     "show",
@@ -404,6 +476,7 @@ pub const VERBS: &[&str] = &[
     "bundle",
     "runs",
     "run_info",
+    "run_states",
     "cluster_add",
     "cluster_remove",
 ];
@@ -475,6 +548,8 @@ pub enum Reply {
     Bundle(BundleDetail),
     Runs(Vec<RunRecord>),
     Run(RunRecord),
+    /// In the order asked; a run that does not exist is left out.
+    RunStates(Vec<(RunId, RunState)>),
     Cluster(ClusterChange),
 }
 
@@ -496,6 +571,9 @@ pub struct WriteReceipt {
     /// For a run request: the runs it created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunId>,
+    /// For a batched request: the items that did not apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refused>,
 }
 
 /// A run's id: `r<request seq>.<n>`, so runs sort in creation order.
@@ -531,6 +609,8 @@ crate::serde_as_text!(RunId);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Waiting for the runs it needs to succeed.
+    Waiting,
     Queued,
     Dispatched,
     Running,
@@ -555,7 +635,12 @@ pub struct RunRecord {
     pub code: Hash,
     /// The latest bundle of each node from `defined_at` down to `node`, except the code.
     pub inputs: Vec<Hash>,
-    /// blake3 of (definition, inputs, params, code): equal fingerprints, equal work.
+    /// The runs of the tasks this one `needs`, created with it at the same node; it waits
+    /// for them, and each one's output is filled in when it succeeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<Need>,
+    /// blake3 of (definition, inputs, params, code, and the needed runs' fingerprints):
+    /// equal fingerprints, equal work.
     pub fingerprint: Hash,
     pub state: RunState,
     pub request: RequestId,
@@ -584,6 +669,16 @@ fn first_attempt() -> u32 {
     1
 }
 
+/// A run another run waits for, and what it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Need {
+    pub task: String,
+    pub run: RunId,
+    /// Set when the needed run succeeded with an output (a bundle version of the same node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<BundleRef>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub attempt: u32,
@@ -598,6 +693,9 @@ pub struct AttemptRecord {
     /// stdout+stderr of the attempt, a blob in the object store (`plotter2 logs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<Hash>,
+    /// Ended because nobody ran it any more (see [`AttemptUpdate::Lost`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 /// Live log chunks of a running attempt, published by its worker (header `offset`).
@@ -608,6 +706,20 @@ pub fn log_subject(run: &RunId) -> String {
 /// The worker running an attempt answers here with the log so far.
 pub fn log_request_subject(run: &RunId) -> String {
     format!("p2.logreq.{}", run.to_string().replace('.', "_"))
+}
+
+/// Every worker answers here, with the attempts it holds ([`HeldAttempts`]), so the leader
+/// can tell an attempt that runs long from one whose worker is gone. Worker names are
+/// letters, digits, `-` and `_`, which are safe in a subject.
+pub fn worker_subject(worker: &str) -> String {
+    format!("p2.worker.{worker}")
+}
+
+/// A worker's answer on [`worker_subject`]: every (run, attempt) it has claimed or is
+/// claiming, running or reporting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldAttempts {
+    pub attempts: Vec<(RunId, u32)>,
 }
 
 impl RunState {
@@ -656,6 +768,8 @@ pub struct RequestRecord {
     pub bundle: Option<BundleRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refused>,
 }
 
 /// One entry of a node's history.
@@ -712,6 +826,9 @@ pub struct NodeView {
 pub struct BundleVersion {
     pub version: u64,
     pub id: Hash,
+    /// The run that produced it, when it is a run's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
     pub files: u64,
     pub bytes: u64,
     pub user: UserName,

@@ -236,13 +236,18 @@ fn slow_code(dir: &std::path::Path) {
     );
 }
 
-/// Every run succeeded and each run node holds exactly one bundle version (stored once).
+/// Every run succeeded and its node holds exactly one bundle version produced by it (its
+/// output, stored once).
 async fn assert_each_output_once(c: &Cluster, runs: &[plotter2_node::protocol::RunRecord]) {
     let client = c.client().await;
     for r in runs {
         assert_eq!(r.state, RunState::Succeeded, "{} {:?}", r.id, r.reason);
         let versions = crate::support::bundles_of(&client, &r.node.to_string()).await;
-        assert_eq!(versions.len(), 1, "{}: output stored once", r.node);
+        let outputs = versions
+            .iter()
+            .filter(|v| v["run"] == r.id.to_string())
+            .count();
+        assert_eq!(outputs, 1, "{}: output stored once: {versions:?}", r.node);
     }
 }
 
@@ -346,4 +351,223 @@ async fn a_large_sweep_is_published_whole() {
         }
     })
     .await;
+}
+
+/// A cluster with a stager and a worker `w1` serving `/`, and a code bundle whose package has
+/// `tasks` (and these files) pushed to `addr`.
+struct Lab {
+    w1: Worker,
+    stager: Stager,
+    store: String,
+    c: Cluster,
+}
+
+async fn lab(opts: Opts, tasks: serde_json::Value, files: &[(&str, &[u8])], addr: &str) -> Lab {
+    let c = Cluster::start(1, opts).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let w1 = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let manifest =
+        serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": tasks}}});
+    let code = c.dir.path().join("code");
+    write_bundle(&code, Some(&manifest.to_string()), files);
+    stager.cli_ok(&["push", code.to_str().unwrap(), addr]);
+    Lab {
+        w1,
+        stager,
+        store,
+        c,
+    }
+}
+
+/// A task that needs another runs after it and gets its output; `logs -f` follows a running
+/// attempt to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn needs_hand_outputs_over_and_logs_follow_a_running_attempt() {
+    let tasks = serde_json::json!({
+        "train": {"kind": "command", "run": ["sh", "train.sh", "{lr}", "{out}"],
+                  "params": {"lr": 0.1}},
+        "report": {"kind": "command", "needs": ["train"],
+                   "run": ["sh", "-c", "cat {needs.train.out}/weights.csv > {out}/report.txt"]},
+        "ticker": {"kind": "command",
+                   "run": ["sh", "-c", "echo one; sleep 1; echo two; sleep 1; echo three"]}
+    });
+    // Every part is bound: one left to `..` would be dropped (and killed) at once.
+    let Lab {
+        c,
+        stager,
+        store,
+        w1: _w1,
+    } = lab(Opts::default(), tasks, &[("train.sh", TRAIN_SH)], "/exp").await;
+
+    let runs = c.cli_json(&[
+        "run", "/exp", "report", "--set", "lr=0.7", "--wait", "--json",
+    ]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "report and the train it needs: {runs:?}");
+    assert_eq!(runs[0]["task"], "train");
+    assert_eq!(runs[1]["task"], "report");
+    for r in runs {
+        assert_eq!(r["state"], "succeeded", "{r}");
+    }
+    assert_eq!(runs[1]["needs"][0]["run"], runs[0]["id"]);
+    assert_eq!(runs[1]["needs"][0]["output"], runs[0]["output"]);
+    let report = stager.cli_ok(&["get", "/exp@latest:report.txt"]);
+    assert_eq!(report, "lr,0.7\n", "report read train's output");
+    let show = c.cli_json(&["show", "/exp", "--json"]);
+    assert_eq!(
+        show["bundles"][2]["run"], runs[1]["id"],
+        "outputs record their run"
+    );
+
+    // logs -f prints what the running attempt writes, as it writes it, and ends with it.
+    let receipt = c.cli_json(&["run", "/exp", "ticker", "--json"]);
+    let id = receipt["runs"][0].as_str().unwrap().to_owned();
+    let client = c.client().await;
+    wait_for(LIMIT, "the ticker to run", || async {
+        runs_of(&client, "/exp")
+            .await
+            .into_iter()
+            .find(|r| r.id.to_string() == id && r.state == RunState::Running)
+    })
+    .await;
+    let follow = std::process::Command::new(crate::support::BIN)
+        .args(["logs", &id, "-f"])
+        .env("P2_NATS", c.nats.url())
+        .env("P2_STORE", &store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(
+        LIMIT,
+        tokio::task::spawn_blocking(move || follow.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("logs -f ends when the run ends")
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("one\ntwo\nthree\n"), "followed: {text:?}");
+}
+
+/// A worker killed with SIGKILL takes its tasks with it: the task's whole process group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_tasks_die_with_it() {
+    let tasks = serde_json::json!({
+        "stuck": {"kind": "command", "run": ["sh", "-c", "echo $$ > $HOME/pid; sleep 600 & wait"]}
+    });
+    let Lab {
+        c,
+        mut w1,
+        stager: _stager,
+        store: _,
+    } = lab(Opts::default(), tasks, &[("README", b"stuck")], "/stuck").await;
+    c.cli_ok(&["run", "/stuck", "stuck"]);
+    let service = w1.home.join("service");
+    let pid: i32 = wait_for(LIMIT, "the task to write its pid", || {
+        let service = service.clone();
+        async move {
+            std::fs::read_dir(&service).ok()?.flatten().find_map(|e| {
+                let text = std::fs::read_to_string(e.path().join("pid")).ok()?;
+                text.trim().parse().ok()
+            })
+        }
+    })
+    .await;
+    wait_for(LIMIT, "the task's sleep to start", || async {
+        (crate::support::group_members(pid).len() >= 2).then_some(())
+    })
+    .await;
+    w1.kill9();
+    wait_for(LIMIT, "the task's process group to die", || async {
+        crate::support::group_members(pid).is_empty().then_some(())
+    })
+    .await;
+    assert!(!crate::support::alive(pid));
+}
+
+/// A run whose worker died while NATS lost its delivery (restarted without its unsynced
+/// store) is found by the leader, recorded as lost, and runs again on another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_attempt_is_found_and_run_again() {
+    let opts = Opts {
+        lost_after: Some(2.0),
+        ..Opts::default()
+    };
+    let tasks = serde_json::json!({
+        "nap": {"kind": "command", "run": ["sh", "-c", "sleep 4; echo rested > {out}/nap.txt"]}
+    });
+    let Lab {
+        mut c,
+        mut w1,
+        store,
+        stager: _stager,
+    } = lab(opts, tasks, &[("README", b"nap")], "/nap").await;
+    c.cli_ok(&["run", "/nap", "nap"]);
+    let client = c.client().await;
+    wait_for(LIMIT, "w1 to run the nap", || async {
+        runs_of(&client, "/nap")
+            .await
+            .into_iter()
+            .find(|r| r.state == RunState::Running)
+    })
+    .await;
+    w1.kill9();
+    c.nats.restart_wiped();
+    let _w2 = Worker::start(&c, &c.dir.path().join("w2"), &store, "/", "w2");
+    let runs = wait_runs_ended(&client, "/nap", 1, LIMIT).await;
+    let r = &runs[0];
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.reason);
+    assert_eq!(r.attempts.len(), 2, "{:?}", r.attempts);
+    assert!(r.attempts[0].lost && r.attempts[0].worker == "w1");
+    assert!(
+        r.attempts[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("worker w1 no longer runs it"),
+        "{:?}",
+        r.attempts[0]
+    );
+    assert_eq!(
+        (r.attempts[1].attempt, r.attempts[1].worker.as_str()),
+        (2, "w2")
+    );
+    assert_each_output_once(&c, &runs).await;
+}
+
+/// `run --wait` and `runs` on a sweep too large for one answer's worth of records: states are
+/// polled compactly and records paged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_sweep_waits_and_lists_whole() {
+    let tasks = serde_json::json!({
+        "empty": {"kind": "pipeline", "run": {"steps": []}, "params": {"i": 0}}});
+    let Lab {
+        c,
+        w1: _w1,
+        stager: _stager,
+        store: _,
+    } = lab(Opts::default(), tasks, &[("README", b"empty")], "/many").await;
+    let n = 1200; // more than two pages of 500
+    let values: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let sweep = format!("i={}", values.join(","));
+    let waited = c.cli_json(&[
+        "run", "/many", "empty", "--sweep", &sweep, "--wait", "--json",
+    ]);
+    let waited = waited.as_array().unwrap();
+    assert_eq!(waited.len(), n);
+    assert!(waited.iter().all(|r| r["state"] == "succeeded"));
+    let listed = c.cli_json(&["runs", "/many", "--json"]);
+    let ids: std::collections::BTreeSet<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), n, "every run listed once, across pages");
 }

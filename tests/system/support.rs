@@ -13,12 +13,23 @@ use plotter2_node::protocol::{NodeStatus, Role, UserName};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_plotter2");
 
+/// A port nothing listens on, never handed out before in this test process: the kernel may
+/// give a port it just gave (and that was released) to the next caller, and tests run in
+/// parallel, so two of them could otherwise start servers on one port (or one test's restart
+/// could find its port taken by another's server).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics after `limit` saying what was awaited.
@@ -109,6 +120,17 @@ impl Nats {
         }
         self.spawn();
     }
+
+    /// Kills the server and restarts it with an empty JetStream store: every message it had
+    /// not synced is gone, as after a power loss.
+    pub fn restart_wiped(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::fs::remove_dir_all(self.dir.join("js")).unwrap();
+        self.spawn();
+    }
 }
 
 impl Drop for Nats {
@@ -145,6 +167,14 @@ impl Coord {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// The last 60 lines this coordinator logged, for a failing test's message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join(format!("coordinator-{}.log", self.id)))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -192,6 +222,7 @@ pub struct Opts {
     pub snapshot_every: Option<u64>,
     pub keep_logs: Option<u64>,
     pub write_timeout: Option<f64>,
+    pub lost_after: Option<f64>,
 }
 
 /// NATS plus N coordinators, node 1 initializing the cluster.
@@ -238,6 +269,9 @@ impl Cluster {
             }
             if let Some(w) = opts.write_timeout {
                 args.extend(["--write-timeout".into(), w.to_string()]);
+            }
+            if let Some(l) = opts.lost_after {
+                args.extend(["--lost-after".into(), l.to_string()]);
             }
             let mut c = Coord {
                 id,
@@ -652,6 +686,7 @@ impl Drop for S3Server {
 /// A real `plotter2 worker` process serving one subtree.
 pub struct Worker {
     pub name: String,
+    pub home: PathBuf,
     child: Child,
 }
 
@@ -688,6 +723,7 @@ impl Worker {
             .unwrap();
         Worker {
             name: name.to_owned(),
+            home: home.to_owned(),
             child,
         }
     }
@@ -720,11 +756,43 @@ impl Drop for Worker {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Live (not zombie) processes in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, pgrp, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Runs at `addr` and below.
 pub async fn runs_of(client: &Client, addr: &str) -> Vec<plotter2_node::protocol::RunRecord> {
     use plotter2_node::protocol::{Op, ReadOp, Reply};
     let op = Op::Read(ReadOp::Runs {
         addr: plotter2_node::Address::parse(addr).unwrap(),
+        after: None,
+        limit: None,
     });
     match client.call(op).await {
         Ok(Reply::Runs(r)) => r,

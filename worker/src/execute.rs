@@ -3,23 +3,24 @@
 //! a clean environment, log stdout and stderr, enforce the timeout and the log limit, and turn
 //! `{out}` into an output bundle.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 use plotter2_node::Address;
+use plotter2_node::bundle::Hash;
 use plotter2_node::client::Client;
 use plotter2_node::manifest::TaskKind;
-use plotter2_node::protocol::{
-    Op, ReadOp, Reply, RunOutcome, RunOutput, RunRecord, log_request_subject, log_subject,
-};
+use plotter2_node::protocol::{Op, ReadOp, Reply, RunOutcome, RunOutput, RunRecord};
 use plotter2_node::store::BlobStore;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::WorkerError;
+use crate::guard::Guard;
+use crate::log::{LOG_LIMIT, LiveLog};
 
-/// Output beyond this on stdout+stderr ends the attempt: results belong in `{out}`.
-pub const LOG_LIMIT: u64 = 64 * 1024 * 1024;
 /// How much of the log's end a failure reason quotes.
 const TAIL_BYTES: usize = 2000;
 
@@ -30,12 +31,56 @@ pub struct Sandboxes {
     pub root: PathBuf,
     pub store: BlobStore,
     pub nats_url: String,
-    /// One code download at a time: attempts of the same code wait for the first.
-    pub fetching: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Code bundles already in the cache. Held while one is fetched: attempts of the same
+    /// code wait for the first.
+    cached: Arc<tokio::sync::Mutex<HashSet<Hash>>>,
+    /// Kills the tasks if this worker dies.
+    pub guard: Arc<Guard>,
+    /// Programs found on PATH: name → executable.
+    programs: Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
 }
 
 impl Sandboxes {
-    fn cache(&self, code: &plotter2_node::bundle::Hash) -> PathBuf {
+    pub fn new(root: PathBuf, store: BlobStore, nats_url: String, guard: Guard) -> Self {
+        Self {
+            root,
+            store,
+            nats_url,
+            cached: Default::default(),
+            guard: Arc::new(guard),
+            programs: Default::default(),
+        }
+    }
+
+    /// Where `program` is: itself when it names a path (`./run.sh`, relative to the sandbox),
+    /// else the first executable of that name on `path_var`, which the task's environment
+    /// gets too. Found names are remembered.
+    async fn resolve(&self, program: &str, path_var: &str) -> Option<PathBuf> {
+        if program.contains('/') {
+            return Some(PathBuf::from(program));
+        }
+        if let Some(p) = self.programs.lock().ok()?.get(program) {
+            return Some(p.clone());
+        }
+        let (name, dirs) = (program.to_owned(), path_var.to_owned());
+        let found = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
+            std::env::split_paths(&dirs)
+                .map(|d| d.join(&name))
+                .find(|p| {
+                    std::fs::metadata(p)
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+        })
+        .await
+        .ok()??;
+        if let Ok(mut known) = self.programs.lock() {
+            known.insert(program.to_owned(), found.clone());
+        }
+        Some(found)
+    }
+
+    fn cache(&self, code: &Hash) -> PathBuf {
         self.root.join(".cache").join(code.hex())
     }
 
@@ -43,6 +88,13 @@ impl Sandboxes {
     pub fn sandbox(&self, run: &RunRecord, attempt: u32, worker: &str) -> PathBuf {
         self.root.join(format!("{}-a{attempt}-{worker}", run.id))
     }
+}
+
+/// How an attempt ended, and its log.
+pub struct Ended {
+    pub outcome: RunOutcome,
+    /// stdout+stderr, stored as a blob (none when empty).
+    pub log: Option<Hash>,
 }
 
 /// Runs one attempt and says how it ended. Set-up failures (missing executable, undefined
@@ -54,7 +106,13 @@ pub async fn attempt(
     attempt: u32,
     worker: &str,
     cancelled: impl Future<Output = ()>,
-) -> (RunOutcome, PathBuf) {
+) -> Ended {
+    if run.definition.kind != TaskKind::Command {
+        return Ended {
+            outcome: native(run),
+            log: None,
+        };
+    }
     let sandbox = boxes.sandbox(run, attempt, worker);
     let log_path = sandbox.join("log.txt");
     let outcome = match prepare_and_run(boxes, client, run, &sandbox, &log_path, cancelled).await {
@@ -77,7 +135,28 @@ pub async fn attempt(
                 .await;
         }
     }
-    (outcome, log_path)
+    let log = store_log(boxes, &log_path).await;
+    Ended { outcome, log }
+}
+
+/// Tasks that run inside the worker, without a process. Only the empty pipeline exists yet:
+/// it does nothing and succeeds at once with no output, which is how the dispatch path is
+/// measured without process start-up (`cargo bench --bench runs`).
+fn native(run: &RunRecord) -> RunOutcome {
+    let steps = run.definition.run.get("steps").and_then(Value::as_array);
+    match (run.definition.kind, steps) {
+        (TaskKind::Pipeline, Some(steps)) if steps.is_empty() => RunOutcome::Succeeded {
+            exit: 0,
+            output: None,
+        },
+        (kind, _) => RunOutcome::Failed {
+            exit: None,
+            reason: format!(
+                "task kind {kind:?} is not supported by this worker yet; command tasks and the \
+                 empty pipeline ({{\"kind\": \"pipeline\", \"run\": {{\"steps\": []}}}}) run"
+            ),
+        },
+    }
 }
 
 async fn prepare_and_run(
@@ -88,32 +167,28 @@ async fn prepare_and_run(
     log_path: &Path,
     cancelled: impl Future<Output = ()>,
 ) -> Result<RunOutcome, WorkerError> {
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |e: std::io::Error| WorkerError::Io(format!("{}: {e}", p.display()))
-    };
-    if run.definition.kind != TaskKind::Command {
-        return Ok(RunOutcome::Failed {
-            exit: None,
-            reason: format!(
-                "task kind {:?} is not supported by this worker yet; only command tasks run",
-                run.definition.kind
-            ),
-        });
-    }
-    let _ = tokio::fs::remove_dir_all(sandbox).await;
-    tokio::fs::create_dir_all(sandbox)
-        .await
-        .map_err(io(sandbox))?;
     let code = code_tree(boxes, client, run).await?;
-    let (from, to) = (code.clone(), sandbox.to_owned());
-    tokio::task::spawn_blocking(move || plotter2_stager::tree::copy_tree(&from, &to))
+    let out = sandbox.join("out");
+    {
+        // One trip to a blocking thread for the whole sandbox.
+        let (code, sandbox, out) = (code.clone(), sandbox.to_owned(), out.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
+            let io = WorkerError::io;
+            match std::fs::remove_dir_all(&sandbox) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&sandbox)(e)),
+            }
+            plotter2_stager::tree::copy_tree(&code, &sandbox)?;
+            std::fs::create_dir_all(&out).map_err(io(&out))?;
+            Ok(())
+        })
         .await
         .map_err(|e| WorkerError::Io(e.to_string()))??;
-    let out = sandbox.join("out");
-    tokio::fs::create_dir_all(&out).await.map_err(io(&out))?;
+    }
+    let needs = needed_outputs(boxes, client, run, sandbox).await?;
 
-    let argv = match substitute(&run.definition.run, &run.params, &out) {
+    let argv = match substitute(&run.definition.run, &run.params, &out, &needs) {
         Ok(a) => a,
         Err(reason) => {
             return Ok(RunOutcome::Failed { exit: None, reason });
@@ -125,14 +200,21 @@ async fn prepare_and_run(
             reason: "the task's run list is empty".into(),
         });
     };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
+    let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let Some(executable) = boxes.resolve(program, &path_var).await else {
+        return Ok(RunOutcome::Failed {
+            exit: None,
+            reason: format!(
+                "cannot start {program:?}: not found on the worker's PATH ({path_var}); is it installed?"
+            ),
+        });
+    };
+    let mut cmd = tokio::process::Command::new(&executable);
+    cmd.arg0(program)
+        .args(args)
         .current_dir(sandbox)
         .env_clear()
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        )
+        .env("PATH", &path_var)
         .env("HOME", sandbox)
         .env("P2_RUN", run.id.to_string())
         .env("P2_NODE", run.node.to_string())
@@ -143,97 +225,29 @@ async fn prepare_and_run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: only async-signal-safe prctl between fork and exec. The task dies with this
-    // worker even when the worker is killed with SIGKILL, so a crashed worker leaves no run
-    // going on behind the one that takes its delivery over.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    // No pre_exec hook, and the program given as a path: std then starts the task with
+    // posix_spawn instead of fork (see `guard` for how the task still dies with this worker).
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             return Ok(RunOutcome::Failed {
                 exit: None,
                 reason: format!(
-                    "cannot start {program:?}: {e}; is it installed and on the worker's PATH?"
+                    "cannot start {program:?} ({}): {e}; is it installed and executable?",
+                    executable.display()
                 ),
             });
         }
     };
-    let pgid = child.id().map(|p| p as i32);
-    let log = tokio::fs::File::create(log_path)
-        .await
-        .map_err(io(log_path))?;
-    // The log file and how much is in it, under one lock so offsets match the file.
-    let log = std::sync::Arc::new(tokio::sync::Mutex::new((log, 0u64)));
-    let (over_tx, mut over_rx) = tokio::sync::watch::channel(false);
-    let live = log_subject(&run.id);
-    let nats = client.nats().clone();
-    let pump = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
-        let log = log.clone();
-        let over = over_tx.clone();
-        let nats = nats.clone();
-        let live = live.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match r.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let mut guard = log.lock().await;
-                let (file, written) = &mut *guard;
-                if *written + n as u64 > LOG_LIMIT {
-                    let _ = over.send(true);
-                    continue; // keep draining so the child is not blocked until it is killed
-                }
-                let _ = file.write_all(&buf[..n]).await;
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("offset", written.to_string().as_str());
-                *written += n as u64;
-                // Followers (`plotter2 logs -f`) get it live; nobody listening is fine.
-                let _ = nats
-                    .publish_with_headers(
-                        live.clone(),
-                        headers,
-                        bytes::Bytes::copy_from_slice(&buf[..n]),
-                    )
-                    .await;
-            }
-        })
-    };
-    // Answers "what is in the log so far" while the attempt runs.
-    let responder = {
-        let nats = nats.clone();
-        let log = log.clone();
-        let path = log_path.to_owned();
-        let subject = log_request_subject(&run.id);
-        tokio::spawn(async move {
-            let Ok(mut sub) = nats.subscribe(subject).await else {
-                return;
-            };
-            while let Some(req) = futures::StreamExt::next(&mut sub).await {
-                let Some(reply) = req.reply else { continue };
-                let upto = {
-                    let mut g = log.lock().await;
-                    let _ = g.0.flush().await;
-                    g.1
-                };
-                let start = upto.saturating_sub(LOG_REPLY_BYTES);
-                let bytes = read_range(&path, start, upto).await;
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("offset", start.to_string().as_str());
-                let _ = nats
-                    .publish_with_headers(reply, headers, bytes.into())
-                    .await;
-            }
-        })
-    };
-    let out_task = child.stdout.take().map(|s| pump(Box::new(s)));
-    let err_task = child.stderr.take().map(|s| pump(Box::new(s)));
+    let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+    if let Some(pg) = pgid {
+        boxes.guard.watch(pg).await;
+    }
+    let log = LiveLog::new(log_path, client.nats().clone(), &run.id);
+    let mut over = log.over_limit();
+    let responder = log.serve_requests(&run.id);
+    let out_task = child.stdout.take().map(|s| log.pump(s));
+    let err_task = child.stderr.take().map(|s| log.pump(s));
     let timeout = run.definition.timeout.map(|t| t.0);
     let sleep = async {
         match timeout {
@@ -242,30 +256,34 @@ async fn prepare_and_run(
         }
     };
     tokio::pin!(sleep);
-    let ended = tokio::select! {
-        status = child.wait() => Ended::Exited(status.map_err(io(sandbox))?),
-        _ = &mut sleep => Ended::TimedOut,
-        _ = over_rx.changed() => Ended::TooMuchOutput,
-        () = cancelled => Ended::Cancelled,
+    let exit = tokio::select! {
+        status = child.wait() => Exit::Exited(status.map_err(WorkerError::io(sandbox))?),
+        _ = &mut sleep => Exit::TimedOut,
+        _ = over.changed() => Exit::TooMuchOutput,
+        () = cancelled => Exit::Cancelled,
     };
-    if !matches!(ended, Ended::Exited(_)) {
-        if let Some(pg) = pgid {
-            // SAFETY: kill(2) on the process group we created for the child.
-            unsafe { libc::kill(-pg, libc::SIGKILL) };
-        }
+    if let Some(pg) = pgid {
+        // Whatever the task started ends with it (and no leftover keeps its pipes open).
+        // SAFETY: kill(2) on the process group we created for the task.
+        unsafe { libc::kill(-pg, libc::SIGKILL) };
+    }
+    if !matches!(exit, Exit::Exited(_)) {
         let _ = child.wait().await;
+    }
+    if let Some(pg) = pgid {
+        boxes.guard.release(pg).await;
     }
     for t in [out_task, err_task].into_iter().flatten() {
         let _ = t.await;
     }
     responder.abort();
-    let _ = log.lock().await.0.flush().await;
-    match ended {
-        Ended::Cancelled => Ok(RunOutcome::Failed {
+    log.flush().await;
+    match exit {
+        Exit::Cancelled => Ok(RunOutcome::Failed {
             exit: None,
             reason: "cancelled; the process group was killed".into(),
         }),
-        Ended::TimedOut => Ok(RunOutcome::Failed {
+        Exit::TimedOut => Ok(RunOutcome::Failed {
             exit: None,
             reason: format!(
                 "timed out after {}; the process group was killed",
@@ -275,21 +293,21 @@ async fn prepare_and_run(
                     .unwrap_or_default()
             ),
         }),
-        Ended::TooMuchOutput => Ok(RunOutcome::Failed {
+        Exit::TooMuchOutput => Ok(RunOutcome::Failed {
             exit: None,
             reason: format!(
                 "wrote more than {} MiB to stdout/stderr and was killed; write results into {{out}} instead",
                 LOG_LIMIT >> 20
             ),
         }),
-        Ended::Exited(status) if status.success() => {
+        Exit::Exited(status) if status.success() => {
             let output = store_output(boxes, run, &out).await?;
             Ok(RunOutcome::Succeeded {
                 exit: 0,
                 output: output.map(Box::new),
             })
         }
-        Ended::Exited(status) => {
+        Exit::Exited(status) => {
             let tail = log_tail(log_path).await;
             let how = match status.code() {
                 Some(c) => format!("exit status {c}"),
@@ -303,29 +321,11 @@ async fn prepare_and_run(
     }
 }
 
-enum Ended {
+enum Exit {
     Exited(std::process::ExitStatus),
     TimedOut,
     TooMuchOutput,
     Cancelled,
-}
-
-/// The most a "log so far" answer carries (its end; older bytes are in the file).
-const LOG_REPLY_BYTES: u64 = 4 * 1024 * 1024;
-
-async fn read_range(path: &Path, start: u64, end: u64) -> Vec<u8> {
-    use tokio::io::AsyncSeekExt;
-    let Ok(mut f) = tokio::fs::File::open(path).await else {
-        return Vec::new();
-    };
-    if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return Vec::new();
-    }
-    let mut buf = vec![0u8; (end - start) as usize];
-    match f.read_exact(&mut buf).await {
-        Ok(_) => buf,
-        Err(_) => Vec::new(),
-    }
 }
 
 async fn log_tail(path: &Path) -> String {
@@ -341,8 +341,9 @@ async fn code_tree(
     run: &RunRecord,
 ) -> Result<PathBuf, WorkerError> {
     let dir = boxes.cache(&run.code);
-    let _one_at_a_time = boxes.fetching.lock().await;
-    if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+    let mut cached = boxes.cached.lock().await;
+    if cached.contains(&run.code) || tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+        cached.insert(run.code);
         return Ok(dir);
     }
     let Reply::Node(view) = client
@@ -364,26 +365,70 @@ async fn code_tree(
                 run.code, run.defined_at
             ))
         })?;
+    fetch_bundle(boxes, client, &run.defined_at, version, run.code, &dir).await?;
+    cached.insert(run.code);
+    Ok(dir)
+}
+
+/// Materialises version `version` of `addr`, which must be bundle `id`, at `dest`.
+async fn fetch_bundle(
+    boxes: &Sandboxes,
+    client: &Client,
+    addr: &Address,
+    version: u64,
+    id: Hash,
+    dest: &Path,
+) -> Result<(), WorkerError> {
     let Reply::Bundle(detail) = client
         .call(Op::Read(ReadOp::Bundle {
-            addr: run.defined_at.clone(),
+            addr: addr.clone(),
             version: Some(version),
         }))
         .await?
     else {
         return Err(WorkerError::Io("unexpected answer to bundle".into()));
     };
+    if detail.version.id != id {
+        return Err(WorkerError::Io(format!(
+            "{addr}@{version} is {}, not the bundle {id} this run was given",
+            detail.version.id
+        )));
+    }
     // `replace` builds beside the final name and renames: concurrent attempts are safe.
-    plotter2_stager::get::materialise(&boxes.store, &detail, &dir, true).await?;
-    Ok(dir)
+    plotter2_stager::get::materialise(&boxes.store, &detail, dest, true).await?;
+    Ok(())
+}
+
+/// The outputs of the runs this one needs, each in `<sandbox>/needs/<task>` (empty when the
+/// needed run wrote nothing): task → folder, for `{needs.<task>.out}`.
+async fn needed_outputs(
+    boxes: &Sandboxes,
+    client: &Client,
+    run: &RunRecord,
+    sandbox: &Path,
+) -> Result<Vec<(String, PathBuf)>, WorkerError> {
+    let mut out = Vec::with_capacity(run.needs.len());
+    for need in &run.needs {
+        let dir = sandbox.join("needs").join(&need.task);
+        match &need.output {
+            Some(b) => fetch_bundle(boxes, client, &run.node, b.version, b.id, &dir).await?,
+            None => tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(WorkerError::io(&dir))?,
+        }
+        out.push((need.task.clone(), dir));
+    }
+    Ok(out)
 }
 
 /// Replaces `{name}` in each argument by the param's value (strings bare, other values as
-/// JSON; dotted names reach into objects) and `{out}` by the output folder.
+/// JSON; dotted names reach into objects), `{out}` by the output folder and
+/// `{needs.<task>.out}` by the folder holding that needed run's output.
 pub fn substitute(
     run: &Value,
     params: &Map<String, Value>,
     out: &Path,
+    needs: &[(String, PathBuf)],
 ) -> Result<Vec<String>, String> {
     let list = run
         .as_array()
@@ -400,8 +445,24 @@ pub fn substitute(
                 break;
             };
             let name = &rest[open + 1..open + len];
+            let need = name
+                .strip_prefix("needs.")
+                .and_then(|n| n.strip_suffix(".out"));
             let value = if name == "out" {
                 out.to_string_lossy().into_owned()
+            } else if let Some(task) = need
+                && !params.contains_key("needs")
+            {
+                match needs.iter().find(|(t, _)| t == task) {
+                    Some((_, dir)) => dir.to_string_lossy().into_owned(),
+                    None => {
+                        let known: Vec<&str> = needs.iter().map(|(t, _)| t.as_str()).collect();
+                        return Err(format!(
+                            "the command uses {{{name}}}, but the task does not need {task:?} (it needs: {}); add it to the task's needs",
+                            known.join(", ")
+                        ));
+                    }
+                }
             } else {
                 let mut cur: Option<&Value> = None;
                 for (i, part) in name.split('.').enumerate() {
@@ -433,6 +494,27 @@ pub fn substitute(
     Ok(argv)
 }
 
+/// Stores the attempt's log as a blob; `None` when it is empty, and (with a warning) when
+/// that fails, since the attempt's result matters more than its log.
+async fn store_log(boxes: &Sandboxes, path: &Path) -> Option<Hash> {
+    let p = path.to_owned();
+    let hashed = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&p).and_then(plotter2_node::bundle::hash_reader)
+    })
+    .await;
+    let (hash, size) = match hashed {
+        Ok(Ok((_, 0))) | Err(_) | Ok(Err(_)) => return None, // nothing (or nothing readable) to keep
+        Ok(Ok(h)) => h,
+    };
+    match boxes.store.put_file(&hash, path, size, false).await {
+        Ok(_) => Some(hash),
+        Err(e) => {
+            tracing::warn!("cannot store the log {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// Turns `{out}` into a bundle of the run's node: a manifest recording the provenance is
 /// added when the task wrote none; blobs go to the store. `None` when `{out}` is empty.
 async fn store_output(
@@ -462,7 +544,7 @@ async fn store_output(
         });
         tokio::fs::write(&manifest_path, manifest.to_string())
             .await
-            .map_err(|e| WorkerError::Io(format!("{}: {e}", manifest_path.display())))?;
+            .map_err(WorkerError::io(&manifest_path))?;
     }
     let root = out.to_owned();
     let node: Address = run.node.clone();
@@ -504,10 +586,12 @@ mod tests {
                 "--opt={name}",
                 "{model.depth}",
                 "--out",
-                "{out}"
+                "{out}",
+                "{needs.train.out}/weights.csv"
             ]),
             params,
             Path::new("/s/out"),
+            &[("train".into(), PathBuf::from("/s/needs/train"))],
         )
         .unwrap();
         assert_eq!(
@@ -520,14 +604,29 @@ mod tests {
                 "--opt=adam",
                 "3",
                 "--out",
-                "/s/out"
+                "/s/out",
+                "/s/needs/train/weights.csv"
             ]
         );
-        let e = substitute(&json!(["x", "{seed}"]), params, Path::new("/o")).unwrap_err();
+        let e = substitute(&json!(["x", "{seed}"]), params, Path::new("/o"), &[]).unwrap_err();
         assert!(e.contains("{seed}") && e.contains("lr"), "{e}");
         assert_eq!(
-            substitute(&json!(["echo", "{not closed"]), params, Path::new("/o")).unwrap(),
+            substitute(
+                &json!(["echo", "{not closed"]),
+                params,
+                Path::new("/o"),
+                &[]
+            )
+            .unwrap(),
             ["echo", "{not closed"]
         );
+        let e = substitute(
+            &json!(["x", "{needs.eval.out}"]),
+            params,
+            Path::new("/o"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("does not need \"eval\""), "{e}");
     }
 }

@@ -6,24 +6,36 @@
 //! an overlapping pool is refused with a clear error. Each delivery is acknowledged only after
 //! its result is committed, and kept alive with in-progress acks while it runs, so a worker
 //! that dies mid-run has its delivery redelivered to another.
+//!
+//! A slot is held while an attempt runs, not while it is claimed or reported. The worker
+//! takes the deliveries its free slots can start, plus, while its recent runs were short,
+//! as many as the slots would start within [`CLAIM_AHEAD`]: claims then travel in batches
+//! ahead of the slots instead of one round trip per run.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use plotter2_node::Address;
-use plotter2_node::client::{Client, ClientError};
+use plotter2_node::client::Client;
 use plotter2_node::protocol::{
-    self, ErrorKind, Op, ReadOp, Reply, RunRecord, TASK_PREFIX, TASK_STREAM, TaskMessage, WriteOp,
+    self, AttemptUpdate, HeldAttempts, Op, ReadOp, Reply, RunId, RunRecord, TASK_PREFIX,
+    TASK_STREAM, TaskMessage, worker_subject,
 };
 
 use crate::WorkerError;
 use crate::execute::{self, Sandboxes};
+use crate::report::{NotApplied, Reporter};
 
 /// A delivery not acknowledged (or kept alive) for this long goes to another worker.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long a finished attempt's result is offered to unreachable coordinators before its
+/// delivery is given up (and so runs again elsewhere).
+const REPORT_FOR: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -81,25 +93,44 @@ pub async fn run(
                 WorkerError::JetStream(format!("consumer for {}: {text}", config.serve))
             }
         })?;
+    let held = Held::default();
+    let liveness = tokio::spawn(answer_liveness(
+        config.client.nats().clone(),
+        config.name.clone(),
+        held.clone(),
+    ));
     tracing::info!(serve = %config.serve, slots = config.slots, worker = %config.name, "worker ready");
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.slots.max(1)));
-    let config = Arc::new(config);
+    let slots = config.slots.max(1);
+    let ctx = Arc::new(Ctx {
+        reporter: Reporter::start(
+            config.client.clone(),
+            config.serve.clone(),
+            config.name.clone(),
+        ),
+        config,
+        held,
+        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        pace: Pace::default(),
+        in_hand: AtomicUsize::new(0),
+        room: tokio::sync::Notify::new(),
+    });
     let work = async {
         loop {
-            // Pull only as many deliveries as there are free slots, so none waits in a buffer
-            // while its ack timer runs.
-            let first = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| WorkerError::Io(e.to_string()))?;
-            let mut permits = vec![first];
-            while let Ok(p) = slots.clone().try_acquire_owned() {
-                permits.push(p);
-            }
+            // Pull only what the slots can start soon: the free slots, plus as many more as
+            // they would start within CLAIM_AHEAD at the recent pace. Long runs so never
+            // wait behind one another on one worker while another is idle; short ones are
+            // claimed ahead, in batches, so a slot never waits for a claim round trip.
+            let room = loop {
+                let limit = slots + ctx.pace.ahead(slots);
+                let held = ctx.in_hand.load(Ordering::Acquire);
+                if held < limit {
+                    break limit - held;
+                }
+                ctx.room.notified().await;
+            };
             let batch = consumer
                 .fetch()
-                .max_messages(permits.len())
+                .max_messages(room)
                 .expires(Duration::from_secs(5))
                 .messages()
                 .await;
@@ -113,20 +144,131 @@ pub async fn run(
             };
             while let Some(msg) = batch.next().await {
                 let Ok(msg) = msg else { continue };
-                let Some(permit) = permits.pop() else { break };
-                let config = config.clone();
-                tokio::spawn(async move {
-                    handle(&config, msg).await;
-                    drop(permit);
-                });
+                ctx.in_hand.fetch_add(1, Ordering::AcqRel);
+                tokio::spawn(handle(ctx.clone(), msg));
             }
         }
         #[allow(unreachable_code)]
         Ok::<(), WorkerError>(())
     };
-    tokio::select! {
+    let result = tokio::select! {
         r = work => r,
         () = shutdown => Ok(()),
+    };
+    liveness.abort();
+    result
+}
+
+/// What every delivery's handler shares.
+struct Ctx {
+    config: WorkerConfig,
+    reporter: Reporter,
+    held: Held,
+    /// One permit per slot: held while an attempt runs.
+    slots: Arc<tokio::sync::Semaphore>,
+    pace: Pace,
+    /// Deliveries taken and not yet run to their end (claiming, waiting for a slot, running).
+    in_hand: AtomicUsize,
+    /// Signalled when `in_hand` drops.
+    room: tokio::sync::Notify,
+}
+
+/// How long a run claimed ahead may expect to wait for a slot.
+const CLAIM_AHEAD: Duration = Duration::from_millis(50);
+/// Most runs claimed ahead of the slots.
+const MAX_AHEAD: usize = 256;
+
+/// The recent pace of this worker's attempts: a moving average of how long they ran.
+#[derive(Default)]
+struct Pace {
+    /// Microseconds; 0 until the first attempt ended.
+    avg_us: AtomicU64,
+}
+
+impl Pace {
+    fn record(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.avg_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.avg_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Runs to claim beyond the slots: what they would start within [`CLAIM_AHEAD`]. None
+    /// until the pace is known, so a worker never hoards runs of unknown length.
+    fn ahead(&self, slots: usize) -> usize {
+        match self.avg_us.load(Ordering::Relaxed) {
+            0 => 0,
+            avg => {
+                let per_slot = CLAIM_AHEAD.as_micros() as u64 / avg;
+                usize::try_from(per_slot)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(slots)
+                    .min(MAX_AHEAD)
+            }
+        }
+    }
+}
+
+/// Counts a delivery out of `in_hand` however its handler ends, and wakes the fetch loop.
+struct InHand<'a>(&'a Ctx);
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        self.0.in_hand.fetch_sub(1, Ordering::AcqRel);
+        self.0.room.notify_one();
+    }
+}
+
+/// The attempts this worker holds, from delivery to acknowledgement: its answer to the
+/// leader's "are you still running these?".
+#[derive(Clone, Default)]
+struct Held(Arc<std::sync::Mutex<BTreeSet<(RunId, u32)>>>);
+
+impl Held {
+    fn hold(&self, key: (RunId, u32)) -> HeldGuard {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(key);
+        }
+        HeldGuard(self.clone(), key)
+    }
+
+    fn list(&self) -> Vec<(RunId, u32)> {
+        self.0
+            .lock()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Lets go of an attempt when its handler ends, however it ends.
+struct HeldGuard(Held, (RunId, u32));
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = (self.0).0.lock() {
+            set.remove(&self.1);
+        }
+    }
+}
+
+/// Answers `p2.worker.<name>` with the attempts held.
+async fn answer_liveness(nats: async_nats::Client, name: String, held: Held) {
+    let subject = worker_subject(&name);
+    let mut sub = match nats.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot subscribe to {subject}: {e}");
+            return;
+        }
+    };
+    while let Some(req) = sub.next().await {
+        let Some(reply) = req.reply else { continue };
+        let answer = HeldAttempts {
+            attempts: held.list(),
+        };
+        if let Ok(bytes) = protocol::encode(&answer) {
+            let _ = nats.publish(reply, bytes.into()).await;
+        }
     }
 }
 
@@ -147,8 +289,10 @@ async fn plotter2_coordinator_stream(
     }
 }
 
-/// One delivery: check the run still wants it, claim it, run it, report, acknowledge.
-async fn handle(config: &WorkerConfig, msg: jetstream::Message) {
+/// One delivery: claim it, wait for a slot, run it, free the slot, report the result,
+/// acknowledge.
+async fn handle(ctx: Arc<Ctx>, msg: jetstream::Message) {
+    let in_hand = InHand(&ctx);
     let task: TaskMessage = match protocol::decode(&msg.payload) {
         Ok(t) => t,
         Err(e) => {
@@ -157,22 +301,24 @@ async fn handle(config: &WorkerConfig, msg: jetstream::Message) {
             return;
         }
     };
-    let client = &config.client;
+    let config = &ctx.config;
     let run: RunRecord = *task.run;
-    let started = Op::Write(WriteOp::RunStarted {
+    let attempt = task.attempt;
+    let _held = ctx.held.hold((run.id, attempt));
+    let claim = AttemptUpdate::Started {
         node: run.node.clone(),
         run: run.id,
-        attempt: task.attempt,
-        worker: config.name.clone(),
-    });
-    match client.call(started).await {
-        Ok(_) => {}
-        Err(ClientError::Api(e)) if e.kind == ErrorKind::BadRequest => {
-            // Ended or superseded meanwhile.
+        attempt,
+    };
+    match ctx.reporter.send(claim).await {
+        Ok(()) => {}
+        Err(NotApplied::Refused(e)) => {
+            // Ended or superseded meanwhile (or unknown): nobody needs this delivery.
+            tracing::debug!(run = %run.id, "not claimed: {e}");
             let _ = msg.ack().await;
             return;
         }
-        Err(e) => {
+        Err(NotApplied::Unsent(e)) => {
             tracing::warn!(run = %run.id, "cannot claim the run: {e}; it will be redelivered");
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -180,43 +326,79 @@ async fn handle(config: &WorkerConfig, msg: jetstream::Message) {
             return;
         }
     }
-    tracing::info!(run = %run.id, node = %run.node, task = %run.task, attempt = task.attempt, "running");
-    let progress_msg = msg.clone();
-    // Keep the delivery alive while the attempt runs.
-    let ticker = tokio::spawn(async move {
-        let mut t = tokio::time::interval(ACK_WAIT / 3);
-        loop {
-            t.tick().await;
-            let _ = progress_msg.ack_with(AckKind::Progress).await;
-        }
-    });
-    let cancelled = watch_cancel(client, &run);
-    let (outcome, log_path) = execute::attempt(
+    tracing::debug!(run = %run.id, node = %run.node, task = %run.task, attempt, "running");
+    // Keep the delivery alive while the attempt runs and its result is reported.
+    let keep_alive = KeepAlive::start(msg.clone());
+    let Ok(slot) = ctx.slots.acquire().await else {
+        return; // the semaphore is never closed
+    };
+    let began = std::time::Instant::now();
+    let cancelled = watch_cancel(&config.client, &run);
+    let ended = execute::attempt(
         &config.sandboxes,
-        client,
+        &config.client,
         &run,
-        task.attempt,
+        attempt,
         &config.name,
         cancelled,
     )
     .await;
-    let log = store_log(&config.sandboxes, &log_path).await;
-    let finished = Op::Write(WriteOp::RunFinished {
+    // The slot is for running; reporting needs none.
+    ctx.pace.record(began.elapsed());
+    drop(slot);
+    drop(in_hand);
+    let finished = AttemptUpdate::Finished {
         node: run.node.clone(),
         run: run.id,
-        attempt: task.attempt,
-        outcome,
-        log,
-    });
-    let committed = client.call(finished).await;
-    ticker.abort();
-    match committed {
-        Ok(_) => {
-            let _ = msg.ack().await;
+        attempt,
+        outcome: ended.outcome,
+        log: ended.log,
+    };
+    let mut backoff = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + REPORT_FOR;
+    let reported = loop {
+        match ctx.reporter.send(finished.clone()).await {
+            Ok(()) => break true,
+            Err(NotApplied::Refused(e)) => {
+                tracing::warn!(run = %run.id, "the result was refused: {e}");
+                break true;
+            }
+            Err(NotApplied::Unsent(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(run = %run.id, "cannot report the result yet: {e}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(NotApplied::Unsent(e)) => {
+                tracing::error!(run = %run.id, "cannot report the result: {e}; giving the delivery up, so it runs again");
+                break false;
+            }
         }
-        Err(e) => {
-            tracing::warn!(run = %run.id, "cannot report the result: {e}; the run will be redelivered");
-        }
+    };
+    drop(keep_alive);
+    if reported {
+        let _ = msg.ack().await;
+    }
+}
+
+/// Sends in-progress acks for a delivery until dropped.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl KeepAlive {
+    fn start(msg: jetstream::Message) -> Self {
+        Self(tokio::spawn(async move {
+            let every = ACK_WAIT / 3;
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                t.tick().await;
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }))
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -230,30 +412,6 @@ async fn watch_cancel(client: &Client, run: &RunRecord) {
             && r.state == plotter2_node::protocol::RunState::Cancelled
         {
             return;
-        }
-    }
-}
-
-/// Stores the attempt's log as a blob; `None` (and a warning) when that fails, since the
-/// attempt's result matters more than its log.
-async fn store_log(
-    boxes: &Sandboxes,
-    path: &std::path::Path,
-) -> Option<plotter2_node::bundle::Hash> {
-    let p = path.to_owned();
-    let hashed = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&p).and_then(plotter2_node::bundle::hash_reader)
-    })
-    .await;
-    let (hash, size) = match hashed {
-        Ok(Ok((_, 0))) | Err(_) | Ok(Err(_)) => return None, // nothing (or nothing readable) to keep
-        Ok(Ok(h)) => h,
-    };
-    match boxes.store.put_file(&hash, path, size, false).await {
-        Ok(_) => Some(hash),
-        Err(e) => {
-            tracing::warn!("cannot store the log {}: {e}", path.display());
-            None
         }
     }
 }

@@ -1,0 +1,151 @@
+//! Claims and results go to the coordinator in batches: whatever queued up while the previous
+//! request was in flight goes in the next one (group commit). A busy worker so costs one
+//! `attempts` request, and one raft entry, per batch instead of two per run; an idle one sends
+//! each update at once.
+
+use plotter2_node::Address;
+use plotter2_node::client::{Client, ClientError};
+use plotter2_node::protocol::{
+    ApiError, AttemptUpdate, ErrorKind, Op, Refused, Reply, RunOutcome, WriteOp,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most updates in one request.
+const MAX_ITEMS: usize = 512;
+/// Most output file entries in one request (each one is ~100 bytes on the wire), so a batch
+/// stays far below NATS's payload limit.
+const MAX_FILES: usize = 4000;
+
+/// Why an update was not applied.
+#[derive(Debug)]
+pub enum NotApplied {
+    /// The registry refused it (the run ended, or moved on to another attempt).
+    Refused(ApiError),
+    /// It could not be sent or answered; it may be sent again.
+    Unsent(String),
+}
+
+type Pending = (AttemptUpdate, oneshot::Sender<Result<(), NotApplied>>);
+
+/// A handle on the batching loop of one worker.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Reporter {
+    /// Starts the loop reporting for `worker` of the pool `pool`.
+    pub fn start(client: Client, pool: Address, worker: String) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_batches(rx, client, pool, worker));
+        Self { tx }
+    }
+
+    /// Sends `update` in the next batch; resolves when that batch was answered.
+    pub async fn send(&self, update: AttemptUpdate) -> Result<(), NotApplied> {
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .send((update, done))
+            .map_err(|_| NotApplied::Unsent("the reporter stopped".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(NotApplied::Unsent("the reporter stopped".into())))
+    }
+}
+
+/// How much of a batch's size limit an update takes.
+fn weight(update: &AttemptUpdate) -> usize {
+    match update {
+        AttemptUpdate::Finished {
+            outcome: RunOutcome::Succeeded {
+                output: Some(out), ..
+            },
+            ..
+        } => 1 + out.index.files().len(),
+        _ => 1,
+    }
+}
+
+async fn send_batches(
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    client: Client,
+    pool: Address,
+    worker: String,
+) {
+    // An update that did not fit in the last batch opens the next.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut files = weight(&first.0);
+        let mut batch = vec![first];
+        while batch.len() < MAX_ITEMS {
+            let Ok(next) = rx.try_recv() else { break };
+            files += weight(&next.0);
+            if files > MAX_FILES {
+                carry = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        let (items, waiting): (Vec<AttemptUpdate>, Vec<_>) = batch.into_iter().unzip();
+        let answers = send(&client, &pool, &worker, items).await;
+        for (done, answer) in waiting.into_iter().zip(answers) {
+            let _ = done.send(answer);
+        }
+    }
+}
+
+/// Sends one batch; answers each item. A batch refused as a whole (one bad item makes the
+/// request invalid) is sent again item by item, so the others still apply.
+async fn send(
+    client: &Client,
+    pool: &Address,
+    worker: &str,
+    items: Vec<AttemptUpdate>,
+) -> Vec<Result<(), NotApplied>> {
+    let n = items.len();
+    let op = |items| {
+        Op::Write(WriteOp::Attempts {
+            pool: pool.clone(),
+            worker: worker.to_owned(),
+            items,
+        })
+    };
+    match client.call(op(items.clone())).await {
+        Ok(Reply::Written(receipt)) => {
+            let mut answers: Vec<Result<(), NotApplied>> = (0..n).map(|_| Ok(())).collect();
+            for Refused { index, error, .. } in receipt.refused {
+                if let Some(a) = answers.get_mut(index as usize) {
+                    *a = Err(NotApplied::Refused(error));
+                }
+            }
+            answers
+        }
+        Ok(other) => (0..n)
+            .map(|_| Err(NotApplied::Unsent(format!("unexpected answer {other:?}"))))
+            .collect(),
+        Err(ClientError::Api(e)) if e.kind == ErrorKind::BadRequest && n > 1 => {
+            let mut answers = Vec::with_capacity(n);
+            for item in items {
+                let one = Box::pin(send(client, pool, worker, vec![item])).await;
+                answers.extend(one);
+            }
+            answers
+        }
+        Err(ClientError::Api(e)) if e.kind != ErrorKind::Internal => (0..n)
+            .map(|_| Err(NotApplied::Refused(e.clone())))
+            .collect(),
+        Err(e) => {
+            let text = e.to_string();
+            (0..n)
+                .map(|_| Err(NotApplied::Unsent(text.clone())))
+                .collect()
+        }
+    }
+}
