@@ -73,8 +73,27 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Hands out free loopback ports that a later `up` can have back (see
+/// [`plotter2_node::ports`]), each once, starting from a point derived from the home's path so
+/// that two homes on one machine seldom pick the same ports while one of them is down.
+struct PortPicker(u16);
+
+impl PortPicker {
+    fn for_home(home: &Home) -> Self {
+        use std::hash::{Hash, Hasher};
+        let range = plotter2_node::ports::stable_range();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        home.root().hash(&mut h);
+        let span = u64::from(*range.end() - *range.start()) + 1;
+        Self(*range.start() + (h.finish() % span) as u16)
+    }
+
+    fn next(&mut self) -> Result<u16> {
+        let port = plotter2_node::ports::free_stable_port(self.0)
+            .context("no free loopback port outside the kernel's ephemeral range")?;
+        self.0 = port.wrapping_add(1);
+        Ok(port)
+    }
 }
 
 fn pids_file(home: &Home) -> PathBuf {
@@ -312,6 +331,7 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
     if ![1, 3, 5, 7].contains(&count) {
         bail!("--coordinators must be 1, 3, 5 or 7 (an odd number keeps a majority possible)");
     }
+    let mut ports = PortPicker::for_home(&home);
     let coordinators = match &existing {
         Some(e) if e.coordinators.len() == count => e.coordinators.clone(),
         Some(e) if !e.coordinators.is_empty() => bail!(
@@ -324,7 +344,7 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
             .map(|id| {
                 Ok(CoordinatorEntry {
                     id,
-                    raft_addr: format!("127.0.0.1:{}", free_port()?),
+                    raft_addr: format!("127.0.0.1:{}", ports.next()?),
                 })
             })
             .collect::<Result<Vec<_>>>()?,
@@ -337,7 +357,7 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
             DEFAULT_NATS_PORT
         }
         None => {
-            let p = free_port()?;
+            let p = ports.next()?;
             println!("port {DEFAULT_NATS_PORT} is taken; NATS for this home uses port {p}");
             p
         }

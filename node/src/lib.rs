@@ -33,6 +33,7 @@ pub mod client;
 pub mod home;
 pub mod manifest;
 pub mod nodeconf;
+pub mod ports;
 pub mod protocol;
 pub mod reference;
 pub mod store;

@@ -611,8 +611,10 @@ crate::serde_as_text!(RunId);
 pub enum RunState {
     /// Waiting for the runs it needs to succeed.
     Waiting,
+    /// Ready to run, whether or not the leader has published it yet: publishing is not
+    /// written to the log (that would double the log per run), and a new leader re-publishes
+    /// every queued run anyway.
     Queued,
-    Dispatched,
     Running,
     Succeeded,
     Failed,

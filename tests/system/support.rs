@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,23 +13,25 @@ use plotter2_node::protocol::{NodeStatus, Role, UserName};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_plotter2");
 
-/// A port nothing listens on, never handed out before in this test process: the kernel may
-/// give a port it just gave (and that was released) to the next caller, and tests run in
-/// parallel, so two of them could otherwise start servers on one port (or one test's restart
-/// could find its port taken by another's server).
+/// A port nothing listens on, never handed out before in this test process, from outside the
+/// kernel's ephemeral range: tests kill servers and restart them on the same port, and a port
+/// from that range could meanwhile become the local port of one of the suite's many outgoing
+/// connections.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if GIVEN.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
+    static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+    let mut next = NEXT.lock().unwrap();
+    let range = plotter2_node::ports::stable_range();
+    // Spread test processes (and benches run beside them) over the range.
+    let span = u32::from(*range.end() - *range.start()) + 1;
+    let from =
+        next.unwrap_or(*range.start() + (std::process::id().wrapping_mul(7919) % span) as u16);
+    let port = plotter2_node::ports::free_stable_port(from).expect("a free loopback port");
+    *next = Some(if port == *range.end() {
+        *range.start()
+    } else {
+        port + 1
+    });
+    port
 }
 
 /// Polls `check` until it returns `Some`, or panics after `limit` saying what was awaited.
