@@ -300,11 +300,19 @@ async fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
     false
 }
 
-fn check_port_free(addr: &str, what: &str) -> Result<()> {
-    if let Err(e) = TcpListener::bind(addr) {
-        bail!("{what} port {addr} is not free ({e}); stop whatever uses it or choose another port");
+/// Fails if `addr` stays taken for a few seconds: processes of an earlier tree that were just
+/// killed can take a moment to let their ports go.
+async fn check_port_free(addr: &str, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => bail!(
+                "{what} port {addr} is not free ({e}); stop whatever uses it or choose another port"
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
-    Ok(())
 }
 
 pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
@@ -363,9 +371,9 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
         }
     };
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
-    check_port_free(&format!("{}:{nats_port}", args.listen), "NATS")?;
+    check_port_free(&format!("{}:{nats_port}", args.listen), "NATS").await?;
     for c in &coordinators {
-        check_port_free(&c.raft_addr, &format!("coordinator {} raft", c.id))?;
+        check_port_free(&c.raft_addr, &format!("coordinator {} raft", c.id)).await?;
     }
     let store = global
         .store

@@ -34,6 +34,58 @@ pub fn free_port() -> u16 {
     port
 }
 
+/// Every TCP socket on `port` (from /proc/net/tcp), with its state and the process holding
+/// it: for the message of a test that finds a port taken.
+pub fn who_holds(port: u16) -> String {
+    let mut owners = std::collections::HashMap::new();
+    for proc_dir in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        let cmd = std::fs::read_to_string(proc_dir.path().join("cmdline"))
+            .unwrap_or_default()
+            .replace('\0', " ");
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.to_string_lossy().into_owned();
+                if let Some(inode) = link.strip_prefix("socket:[") {
+                    let who = format!("{} {cmd}", proc_dir.file_name().to_string_lossy());
+                    owners.insert(inode.trim_end_matches(']').to_owned(), who);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(local) = f.get(1) else { continue };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            if local_port == Some(port) {
+                let inode = f.get(9).copied().unwrap_or("?");
+                let owner = owners
+                    .get(inode)
+                    .map(String::as_str)
+                    .unwrap_or("no process");
+                out += &format!(
+                    "  local {} remote {} state {} inode {inode}: {owner}\n",
+                    f[1],
+                    f.get(2).copied().unwrap_or("?"),
+                    f.get(3).copied().unwrap_or("?")
+                );
+            }
+        }
+    }
+    if out.is_empty() {
+        out = format!("  no TCP socket on port {port} now\n");
+    }
+    out
+}
+
 /// Polls `check` until it returns `Some`, or panics after `limit` saying what was awaited.
 pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

@@ -34,7 +34,19 @@ fn start_up(home: &Path, port: u16, coordinators: u8) -> Child {
     });
     if let Err(e) = rx.recv_timeout(Duration::from_secs(30)) {
         let stderr = std::fs::read_to_string(home.with_extension("stderr")).unwrap_or_default();
-        panic!("`plotter2 up` printed no ready line within 30s ({e}); stderr:\n{stderr}");
+        // "… port 127.0.0.1:P is not free": say who holds P.
+        let holders = stderr
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .map(crate::support::who_holds)
+            .unwrap_or_default();
+        panic!("`plotter2 up` printed no ready line within 30s ({e}); stderr:\n{stderr}{holders}");
     }
     child
 }
