@@ -76,23 +76,36 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 /// Hands out free loopback ports that a later `up` can have back (see
 /// [`plotter2_node::ports`]), each once, starting from a point derived from the home's path so
 /// that two homes on one machine seldom pick the same ports while one of them is down.
-struct PortPicker(u16);
+struct PortPicker {
+    from: u16,
+    /// A port asked for that is not bound yet (NATS's, when given).
+    reserved: Option<u16>,
+}
 
 impl PortPicker {
-    fn for_home(home: &Home) -> Self {
+    fn for_home(home: &Home, reserved: Option<u16>) -> Self {
         use std::hash::{Hash, Hasher};
         let range = plotter2_node::ports::stable_range();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         home.root().hash(&mut h);
         let span = u64::from(*range.end() - *range.start()) + 1;
-        Self(*range.start() + (h.finish() % span) as u16)
+        Self {
+            from: *range.start() + (h.finish() % span) as u16,
+            reserved,
+        }
     }
 
     fn next(&mut self) -> Result<u16> {
-        let port = plotter2_node::ports::free_stable_port(self.0)
-            .context("no free loopback port outside the kernel's ephemeral range")?;
-        self.0 = port.wrapping_add(1);
-        Ok(port)
+        // The reserved port can come up once; if it comes up again, no other port is free.
+        for _ in 0..2 {
+            let port = plotter2_node::ports::free_stable_port(self.from)
+                .context("no free loopback port outside the kernel's ephemeral range")?;
+            self.from = port.wrapping_add(1);
+            if Some(port) != self.reserved {
+                return Ok(port);
+            }
+        }
+        bail!("no free loopback port outside the kernel's ephemeral range")
     }
 }
 
@@ -339,7 +352,8 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
     if ![1, 3, 5, 7].contains(&count) {
         bail!("--coordinators must be 1, 3, 5 or 7 (an odd number keeps a majority possible)");
     }
-    let mut ports = PortPicker::for_home(&home);
+    let asked_nats_port = args.nats_port.or(existing.as_ref().map(|e| e.nats_port));
+    let mut ports = PortPicker::for_home(&home, asked_nats_port);
     let coordinators = match &existing {
         Some(e) if e.coordinators.len() == count => e.coordinators.clone(),
         Some(e) if !e.coordinators.is_empty() => bail!(
@@ -357,7 +371,7 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?,
     };
-    let nats_port = match args.nats_port.or(existing.as_ref().map(|e| e.nats_port)) {
+    let nats_port = match asked_nats_port {
         Some(p) => p,
         // A new home and nothing asked for: the default port, or any free one if it is taken
         // (another `up` on this machine); cluster.toml remembers the choice.
