@@ -179,24 +179,15 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
         "{statuses:#?}"
     );
     // The snapshot metric may be published a moment after the applied index.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = c.statuses().await;
-        if s.iter()
-            .find(|s| s.id == 3)
-            .and_then(|n| n.snapshot_index)
-            .is_some_and(|i| i >= purged)
-        {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "node 3 reports no snapshot at or past {purged} after 30s: {s:#?}\n{}",
-                c.coord(3).log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.wait_status(
+        Duration::from_secs(30),
+        "node 3 to report the snapshot it installed",
+        |s| {
+            let node3 = s.iter().find(|s| s.id == 3)?;
+            (node3.snapshot_index? >= purged).then_some(())
+        },
+    )
+    .await;
     assert_eq!(request_log(&client).await.len(), 10 + 8 * 40);
 }
 

@@ -223,14 +223,6 @@ impl Coord {
         self.child = Some(child);
     }
 
-    /// The last 60 lines this coordinator logged, for a failing test's message.
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join(format!("coordinator-{}.log", self.id)))
-            .unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
@@ -391,18 +383,22 @@ impl Cluster {
         check: impl Fn(&[NodeStatus]) -> Option<T>,
     ) -> T {
         let client = self.client().await;
-        let check = &check;
-        wait_for(limit, what, || {
-            let client = client.clone();
-            async move {
-                let s = client
-                    .cluster_status(Duration::from_millis(300))
-                    .await
-                    .ok()?;
-                check(&s)
+        let mut last = Vec::new();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(s) = client.cluster_status(Duration::from_millis(300)).await {
+                if let Some(v) = check(&s) {
+                    return v;
+                }
+                last = s;
             }
-        })
-        .await
+            // The last answers say why the wait failed.
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; last statuses: {last:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// The id of the leader every running coordinator agrees on.
