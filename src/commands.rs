@@ -361,10 +361,10 @@ async fn get(
     json: bool,
 ) -> Result<()> {
     let home = Home::resolve(global.home.clone())?;
-    let detail = plotter2_stager::get::resolve(client, reference).await?;
+    let detail = plotter2_node::tree::resolve(client, reference).await?;
     let store = crate::roles::open_store(global, &home).await?;
     if let Some(path) = &reference.path {
-        plotter2_stager::get::file_to_stdout(&store, &detail, path.as_str()).await?;
+        plotter2_node::tree::file_to_stdout(&store, &detail, path.as_str()).await?;
         return Ok(());
     }
     let (dest, replace) = match to {
@@ -378,7 +378,7 @@ async fn get(
             (d.join(format!("v{}", detail.version.version)), true)
         }
     };
-    plotter2_stager::get::materialise(&store, &detail, &dest, replace)
+    plotter2_node::tree::materialise(&store, &detail, &dest, replace)
         .await
         .with_context(|| {
             format!(

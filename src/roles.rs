@@ -242,7 +242,7 @@ pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
         client,
         rescan_every,
         crash_at,
-        hash_threads: plotter2_stager::tree::default_threads(),
+        hash_threads: plotter2_node::tree::default_threads(),
     };
     plotter2_stager::run(config, terminated()).await?;
     Ok(())

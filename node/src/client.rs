@@ -5,15 +5,16 @@
 //! same request id (so a write is applied once) until one total deadline, which is reported
 //! as such with the last reason seen.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::protocol::{
-    self, ApiError, ApiRequest, ApiResponse, NodeStatus, Op, ProtocolError, Reply, RequestId,
-    STATUS_SUBJECT, UserName,
+    self, ApiError, ApiRequest, ApiResponse, ErrorKind, NodeStatus, Op, ProtocolError, Reply,
+    RequestId, STATUS_SUBJECT, UserName,
 };
+use crate::retry::Backoff;
 
 /// Default total deadline of one call.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -46,6 +47,29 @@ pub enum ClientError {
     Protocol(#[from] ProtocolError),
     #[error("NATS error: {0}")]
     Nats(String),
+    #[error(
+        "a request of {bytes} bytes is larger than the NATS server accepts (max_payload); \
+         send less per request"
+    )]
+    TooLarge { bytes: usize },
+}
+
+impl crate::retry::Classify for ClientError {
+    fn class(&self) -> crate::retry::ErrorClass {
+        use crate::retry::ErrorClass::{Permanent, Transient};
+        match self {
+            ClientError::Connect { .. } | ClientError::Deadline { .. } | ClientError::Nats(_) => {
+                Transient
+            }
+            ClientError::Api(e) => match e.kind {
+                ErrorKind::NotLeader | ErrorKind::NoQuorum | ErrorKind::Internal => Transient,
+                ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::UnsupportedVersion => {
+                    Permanent
+                }
+            },
+            ClientError::Protocol(_) | ClientError::TooLarge { .. } => Permanent,
+        }
+    }
 }
 
 /// A connection to a plotter2 cluster, acting as one user.
@@ -123,13 +147,12 @@ impl Client {
         payload: Bytes,
         first: Duration,
     ) -> Result<Reply, ClientError> {
-        let start = Instant::now();
+        let mut delays = Backoff::new(Duration::from_millis(10), Duration::from_millis(200))
+            .with_deadline(self.deadline)
+            .start();
         let mut attempt_timeout = first;
-        let mut backoff = Duration::from_millis(10);
-        let mut attempts = 0u32;
         loop {
-            attempts += 1;
-            let left = self.deadline.saturating_sub(start.elapsed());
+            let left = self.deadline.saturating_sub(delays.elapsed());
             let mut headers = async_nats::HeaderMap::new();
             crate::telemetry::inject_context(&mut headers);
             let request = async_nats::Request::new()
@@ -153,24 +176,21 @@ impl Client {
                         format!("request on {subject} timed out")
                     }
                     async_nats::RequestErrorKind::MaxPayloadExceeded => {
-                        return Err(ClientError::Nats(format!(
-                            "request of {} bytes is larger than the NATS server accepts (max_payload)",
-                            payload.len()
-                        )));
+                        return Err(ClientError::TooLarge {
+                            bytes: payload.len(),
+                        });
                     }
                     _ => return Err(ClientError::Nats(e.to_string())),
                 },
             };
-            tracing::debug!(attempts, %last, "retrying request");
-            if start.elapsed() + backoff >= self.deadline {
+            tracing::debug!(attempts = delays.tries() + 1, %last, "retrying request");
+            if !delays.wait().await {
                 return Err(ClientError::Deadline {
                     after: self.deadline,
-                    attempts,
+                    attempts: delays.tries(),
                     last,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 

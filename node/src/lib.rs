@@ -2,7 +2,8 @@
 //!
 //! Owns the vocabulary of the system: [`Address`] and its subject mapping, node configuration
 //! keys and inheritance ([`nodeconf`]), the bundle [`manifest`], the wire [`protocol`], the
-//! request [`client`], the [`home`] layout and [`telemetry`] set-up.
+//! request [`client`], the [`home`] layout, [`telemetry`] set-up, and a bundle on a filesystem
+//! ([`tree`]: scan, copy, materialise).
 //!
 //! Must not touch: raft, storage of the registry, or any role's behaviour. Roles talk to each
 //! other only through the types defined here.
@@ -36,9 +37,11 @@ pub mod nodeconf;
 pub mod ports;
 pub mod protocol;
 pub mod reference;
+pub mod retry;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
+pub mod tree;
 
 pub use address::{Address, AddressError};
 pub use client::{Client, ClientError};

@@ -38,6 +38,18 @@ pub enum StoreError {
     Corrupt { url: String, key: String, got: Hash },
 }
 
+impl crate::retry::Classify for StoreError {
+    fn class(&self) -> crate::retry::ErrorClass {
+        use crate::retry::ErrorClass::{Permanent, Transient};
+        match self {
+            StoreError::Unreachable { .. } | StoreError::Io { .. } => Transient,
+            StoreError::BadUrl { .. } | StoreError::Missing { .. } | StoreError::Corrupt { .. } => {
+                Permanent
+            }
+        }
+    }
+}
+
 /// Where blobs live.
 #[derive(Clone, Debug)]
 pub struct BlobStore {

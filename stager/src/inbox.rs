@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::StagerError;
 use crate::journal::{Spool, Step};
 use crate::pipeline::{Outcome, Pipeline, blocking};
-use crate::tree::READY;
+use plotter2_node::tree::READY;
 
 /// Where writers stage a bundle before renaming it into the inbox.
 pub const INCOMING: &str = ".incoming";

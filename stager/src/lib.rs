@@ -1,26 +1,22 @@
 //! plotter2's stager: lossless bundle ingest into object storage.
 //!
 //! Owns the inbox (watching it, the readiness rule, `rejected/`), the spool journal in
-//! `temp/`, content addressing of bundle folders on disk, uploading blobs, and both ends of
-//! `plotter2 push` and `plotter2 get`. It commits bundles through the coordinator's `ingest`
+//! `temp/`, uploading blobs, and both ends of `plotter2 push`. Reading a folder as a bundle and
+//! writing one back out live in `plotter2_node::tree`, which every role shares. It commits bundles through the coordinator's `ingest`
 //! request and never writes the registry itself; it must not touch raft state or other roles'
 //! directories.
 //!
-//! - [`tree`]: walk, validate and hash a bundle folder.
 //! - [`journal`]: the spool and its per-bundle journal.
 //! - [`pipeline`]: one bundle through receive → hash → upload → commit → clean (or reject).
 //! - [`inbox`]: the watcher and readiness rule.
 //! - [`push`]: the push protocol, its receiver and its client.
-//! - [`get`]: materialising a bundle version from the store.
 
 use std::path::{Path, PathBuf};
 
-pub mod get;
 pub mod inbox;
 pub mod journal;
 pub mod pipeline;
 pub mod push;
-pub mod tree;
 
 pub use inbox::{StagerConfig, run};
 
@@ -39,7 +35,9 @@ pub enum StagerError {
     #[error("watching the inbox {path}: {message}")]
     Watch { path: PathBuf, message: String },
     #[error("{0}")]
-    Rejected(#[from] tree::Rejection),
+    Rejected(#[from] plotter2_node::tree::Rejection),
+    #[error(transparent)]
+    Tree(#[from] plotter2_node::tree::TreeError),
     #[error("{0}")]
     Push(String),
 }

@@ -13,7 +13,7 @@ use plotter2_node::store::{BlobStore, sync_filesystem};
 
 use crate::StagerError;
 use crate::journal::{Entry, Hashed, Spool, Step};
-use crate::tree::{self, Rejection};
+use plotter2_node::tree::{self, Rejection};
 
 /// Blobs uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 8;

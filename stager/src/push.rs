@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StagerError;
 use crate::pipeline::blocking;
-use crate::tree::{self, MANIFEST};
+use plotter2_node::tree::{self, MANIFEST};
 
 pub const OPEN_SUBJECT: &str = "p2.stager.push.open";
 pub const COMMIT_SUBJECT: &str = "p2.stager.push.commit";

@@ -179,7 +179,7 @@ async fn prepare_and_run(
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&sandbox)(e)),
             }
-            plotter2_stager::tree::copy_tree(&code, &sandbox)?;
+            plotter2_node::tree::copy_tree(&code, &sandbox)?;
             std::fs::create_dir_all(&out).map_err(io(&out))?;
             Ok(())
         })
@@ -395,7 +395,7 @@ async fn fetch_bundle(
         )));
     }
     // `replace` builds beside the final name and renames: concurrent attempts are safe.
-    plotter2_stager::get::materialise(&boxes.store, &detail, dest, true).await?;
+    plotter2_node::tree::materialise(&boxes.store, &detail, dest, true).await?;
     Ok(())
 }
 
@@ -529,7 +529,7 @@ async fn store_output(
     if empty {
         return Ok(None);
     }
-    let manifest_path = out.join(plotter2_stager::tree::MANIFEST);
+    let manifest_path = out.join(plotter2_node::tree::MANIFEST);
     if !tokio::fs::try_exists(&manifest_path).await.unwrap_or(false) {
         let manifest = serde_json::json!({
             "manifest_version": 1,
@@ -549,7 +549,7 @@ async fn store_output(
     let root = out.to_owned();
     let node: Address = run.node.clone();
     let scanned = tokio::task::spawn_blocking(move || {
-        plotter2_stager::tree::scan(&root, Some(&node), plotter2_stager::tree::default_threads())
+        plotter2_node::tree::scan(&root, Some(&node), plotter2_node::tree::default_threads())
     })
     .await
     .map_err(|e| WorkerError::Io(e.to_string()))?

@@ -26,8 +26,8 @@ pub enum WorkerError {
     Io(String),
     #[error("{0}")]
     Client(#[from] plotter2_node::client::ClientError),
-    #[error("{0}")]
-    Stager(#[from] plotter2_stager::StagerError),
+    #[error(transparent)]
+    Tree(#[from] plotter2_node::tree::TreeError),
     #[error("{0}")]
     Store(#[from] plotter2_node::store::StoreError),
     #[error("JetStream: {0}")]

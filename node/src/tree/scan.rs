@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use plotter2_node::Address;
-use plotter2_node::bundle::{BundlePath, FileEntry, FileIndex, hash_reader};
-use plotter2_node::manifest::{Manifest, ManifestError};
-
-use crate::StagerError;
+use crate::Address;
+use crate::bundle::{BundlePath, FileEntry, FileIndex, hash_reader};
+use crate::manifest::{Manifest, ManifestError};
 
 /// The manifest's name at the bundle root.
 pub const MANIFEST: &str = "manifest.json";
@@ -284,25 +282,4 @@ fn hash_one(f: &LocalFile) -> Result<FileEntry, Rejection> {
 /// Threads to hash with: one per core.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// Copies a folder tree (regular files, folders and symlinks; the caller has checked there is
-/// nothing else), fsync'ing nothing: the caller syncs the filesystem once.
-pub fn copy_tree(src: &Path, dest: &Path) -> Result<(), StagerError> {
-    std::fs::create_dir_all(dest).map_err(StagerError::io(dest))?;
-    for item in std::fs::read_dir(src).map_err(StagerError::io(src))? {
-        let item = item.map_err(StagerError::io(src))?;
-        let from = item.path();
-        let to = dest.join(item.file_name());
-        let ft = item.file_type().map_err(StagerError::io(&from))?;
-        if ft.is_dir() {
-            copy_tree(&from, &to)?;
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&from).map_err(StagerError::io(&from))?;
-            std::os::unix::fs::symlink(target, &to).map_err(StagerError::io(&to))?;
-        } else if ft.is_file() {
-            std::fs::copy(&from, &to).map_err(StagerError::io(&from))?;
-        }
-    }
-    Ok(())
 }

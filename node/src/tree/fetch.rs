@@ -3,14 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
+use super::TreeError;
+use crate::client::Client;
+use crate::protocol::{BundleDetail, Op, ReadOp, Reply};
+use crate::reference::BundleReference;
+use crate::store::BlobStore;
 use futures::{StreamExt, TryStreamExt};
-use plotter2_node::client::Client;
-use plotter2_node::protocol::{BundleDetail, Op, ReadOp, Reply};
-use plotter2_node::reference::BundleReference;
-use plotter2_node::store::BlobStore;
 
-use crate::StagerError;
-use crate::pipeline::blocking;
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TreeError> + Send + 'static,
+) -> Result<T, TreeError> {
+    tokio::task::spawn_blocking(f).await?
+}
 
 /// Files fetched at once.
 const FETCH_CONCURRENCY: usize = 8;
@@ -19,15 +23,15 @@ const FETCH_CONCURRENCY: usize = 8;
 pub async fn resolve(
     client: &Client,
     reference: &BundleReference,
-) -> Result<BundleDetail, StagerError> {
+) -> Result<BundleDetail, TreeError> {
     let op = Op::Read(ReadOp::Bundle {
         addr: reference.addr.clone(),
         version: reference.version.number(),
     });
     match client.call(op).await? {
         Reply::Bundle(d) => Ok(d),
-        other => Err(StagerError::Coordinator(format!(
-            "unexpected answer to bundle: {other:?}"
+        other => Err(TreeError::Unexpected(format!(
+            "to a bundle read: {other:?}"
         ))),
     }
 }
@@ -40,7 +44,7 @@ pub async fn materialise(
     detail: &BundleDetail,
     dest: &Path,
     replace: bool,
-) -> Result<(), StagerError> {
+) -> Result<(), TreeError> {
     if replace {
         let name = dest
             .file_name()
@@ -55,7 +59,7 @@ pub async fn materialise(
             match std::fs::remove_dir_all(&to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StagerError::io(&to)(e)),
+                Err(e) => return Err(TreeError::io(&to)(e)),
             }
             match std::fs::rename(&from, &to) {
                 Ok(()) => Ok(()),
@@ -64,7 +68,7 @@ pub async fn materialise(
                     let _ = std::fs::remove_dir_all(&from);
                     Ok(())
                 }
-                Err(e) => Err(StagerError::io(&from)(e)),
+                Err(e) => Err(TreeError::io(&from)(e)),
             }
         })
         .await;
@@ -74,16 +78,13 @@ pub async fn materialise(
         match std::fs::read_dir(&root) {
             Ok(mut list) => {
                 if list.next().is_some() {
-                    return Err(StagerError::Io(format!(
-                        "{} is not empty; choose another --to folder or empty it",
-                        root.display()
-                    )));
+                    return Err(TreeError::NotEmpty { path: root });
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StagerError::io(&root)(e)),
+            Err(e) => return Err(TreeError::io(&root)(e)),
         }
-        std::fs::create_dir_all(&root).map_err(StagerError::io(&root))
+        std::fs::create_dir_all(&root).map_err(TreeError::io(&root))
     })
     .await?;
     let jobs: Vec<(PathBuf, _)> = detail
@@ -101,15 +102,15 @@ pub async fn materialise(
             if let Some(dir) = path.parent() {
                 tokio::fs::create_dir_all(dir)
                     .await
-                    .map_err(StagerError::io(dir))?;
+                    .map_err(TreeError::io(dir))?;
             }
             store.fetch_to_file(&f.blob, &tmp).await?;
             let mode = f.mode;
             blocking(move || {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-                    .map_err(StagerError::io(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(StagerError::io(&tmp))
+                    .map_err(TreeError::io(&tmp))?;
+                std::fs::rename(&tmp, &path).map_err(TreeError::io(&tmp))
             })
             .await
         })
@@ -124,7 +125,7 @@ pub async fn file_to_stdout(
     store: &BlobStore,
     detail: &BundleDetail,
     path: &str,
-) -> Result<u64, StagerError> {
+) -> Result<u64, TreeError> {
     let Some(f) = detail.index.get(path) else {
         let sample: Vec<&str> = detail
             .index
@@ -133,13 +134,12 @@ pub async fn file_to_stdout(
             .take(5)
             .map(|f| f.path.as_str())
             .collect();
-        return Err(StagerError::Io(format!(
-            "{}@{} has no file {path:?}; it has {} files, e.g. {}",
-            detail.address,
-            detail.version.version,
-            detail.index.files().len(),
-            sample.join(", ")
-        )));
+        return Err(TreeError::NoSuchFile {
+            bundle: format!("{}@{}", detail.address, detail.version.version),
+            path: path.to_owned(),
+            count: detail.index.files().len(),
+            sample: sample.join(", "),
+        });
     };
     Ok(store.fetch_into(&f.blob, std::io::stdout()).await?)
 }
