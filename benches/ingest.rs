@@ -12,6 +12,8 @@
 //! Run: `cargo bench --bench ingest` (needs `nats-server` on PATH). `P2_BENCH_ROUNDS` sets the
 //! rounds per scenario (default 3; the median is reported).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first surprise
+
 #[path = "../tests/system/support.rs"]
 mod support;
 

@@ -8,6 +8,8 @@
 //! Run: `cargo bench --bench runs` (needs `nats-server`; Dask optional:
 //! `pip install 'dask[distributed]'`). `P2_BENCH_RUNS` sets N (default 10,000).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first surprise
+
 #[path = "../tests/system/support.rs"]
 mod support;
 

@@ -7,6 +7,8 @@
 //! `apt-get install etcd-server`). `P2_BENCH_SECS` sets the measured seconds per level
 //! (default 5), `P2_BENCH_LEVELS` the client counts (default `1,16,256`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first surprise
+
 #[path = "../tests/system/support.rs"]
 mod support;
 

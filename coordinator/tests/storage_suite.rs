@@ -1,5 +1,7 @@
 //! openraft's own storage conformance suite, run against the redb log store and state machine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first surprise
+
 use std::sync::Arc;
 
 use openraft::StorageError;

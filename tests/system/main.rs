@@ -1,6 +1,8 @@
 //! System tests: the real `plotter2` binary against real `nats-server` processes.
 //! Run with `cargo test` (see README); nats-server must be on PATH.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first surprise
+
 mod support;
 
 mod bad_input;
