@@ -34,6 +34,7 @@ pub mod home;
 pub mod manifest;
 pub mod nodeconf;
 pub mod ports;
+pub mod progress;
 pub mod protocol;
 pub mod reference;
 pub mod store;

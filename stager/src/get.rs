@@ -2,9 +2,11 @@
 //! against its blake3 hashes as it is written.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 use plotter2_node::client::Client;
+use plotter2_node::progress::{Progress, Silent};
 use plotter2_node::protocol::{BundleDetail, Op, ReadOp, Reply};
 use plotter2_node::reference::BundleReference;
 use plotter2_node::store::BlobStore;
@@ -41,6 +43,17 @@ pub async fn materialise(
     dest: &Path,
     replace: bool,
 ) -> Result<(), StagerError> {
+    materialise_with(store, detail, dest, replace, &Silent).await
+}
+
+/// [`materialise`], telling `progress` the files and bytes written so far.
+pub async fn materialise_with(
+    store: &BlobStore,
+    detail: &BundleDetail,
+    dest: &Path,
+    replace: bool,
+    progress: &dyn Progress,
+) -> Result<(), StagerError> {
     if replace {
         let name = dest
             .file_name()
@@ -49,7 +62,7 @@ pub async fn materialise(
         // Unique per call: several tasks of one process may build the same tree at once.
         let building = dest.with_file_name(format!(".{name}.{}", ulid::Ulid::new()));
         let _ = tokio::fs::remove_dir_all(&building).await;
-        Box::pin(materialise(store, detail, &building, false)).await?;
+        Box::pin(materialise_with(store, detail, &building, false, progress)).await?;
         let (from, to) = (building.clone(), dest.to_owned());
         return blocking(move || {
             match std::fs::remove_dir_all(&to) {
@@ -92,6 +105,8 @@ pub async fn materialise(
         .iter()
         .map(|f| (dest.join(f.path.as_str()), f.clone()))
         .collect();
+    progress.length(jobs.len() as u64, detail.index.total_bytes());
+    let (files_done, bytes_done) = (&AtomicU64::new(0), &AtomicU64::new(0));
     futures::stream::iter(jobs)
         .map(|(path, f)| async move {
             let tmp = path.with_file_name(format!(
@@ -111,7 +126,11 @@ pub async fn materialise(
                     .map_err(StagerError::io(&tmp))?;
                 std::fs::rename(&tmp, &path).map_err(StagerError::io(&tmp))
             })
-            .await
+            .await?;
+            let files = files_done.fetch_add(1, Ordering::Relaxed) + 1;
+            let bytes = bytes_done.fetch_add(f.size, Ordering::Relaxed) + f.size;
+            progress.position(files, bytes);
+            Ok::<(), StagerError>(())
         })
         .buffer_unordered(FETCH_CONCURRENCY)
         .try_collect::<Vec<()>>()
