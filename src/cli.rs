@@ -90,13 +90,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the children of a node
+    /// List the children of a node (-R: the whole subtree)
     Ls {
         #[arg(default_value = "/")]
         addr: Address,
         /// Include archived nodes
         #[arg(long)]
         all: bool,
+        /// The whole subtree, depth first, in one request (the same as `plotter2 tree`)
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        #[command(flatten)]
+        page: TreePage,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole subtree of a node, depth first (the same as `plotter2 ls -R`)
+    Tree {
+        #[arg(default_value = "/")]
+        addr: Address,
+        /// Include archived nodes and what is below them
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        page: TreePage,
         #[arg(long)]
         json: bool,
     },
@@ -180,6 +197,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+}
+
+/// How much of a subtree one listing shows.
+#[derive(Args, Debug, Clone)]
+pub struct TreePage {
+    /// With -R: at most this many nodes (default 1000, at most 10000); a listing cut short
+    /// says how many are left
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// With -R: go on after this address (where a listing cut short stopped)
+    #[arg(long, value_name = "ADDR")]
+    pub after: Option<Address>,
 }
 
 #[derive(Subcommand, Debug)]

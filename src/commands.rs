@@ -1,13 +1,14 @@
 //! Client verbs: build the request, send it, print the answer (`--json` or a table).
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use plotter2_node::protocol::{
     ClusterOp, EventKind, NodeStatus, Op, ReadOp, Reply, RequestRecord, RequestStatus, Role,
-    UserName, WriteOp,
+    TREE_LIMIT, TreeView, UserName, WriteOp,
 };
-use plotter2_node::{Client, ClusterFile, Home};
+use plotter2_node::{Address, Client, ClusterFile, Home};
 use serde::Serialize;
 
 use crate::cli::{ClusterCommand, Command, Global};
@@ -80,7 +81,46 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         Command::New { addr, set, json } => (Op::Write(WriteOp::New { addr, set }), json),
         Command::Set { addr, set, json } => (Op::Write(WriteOp::Set { addr, set }), json),
         Command::Archive { addr, json } => (Op::Write(WriteOp::Archive { addr }), json),
-        Command::Ls { addr, all, json } => (Op::Read(ReadOp::Ls { addr, all }), json),
+        Command::Ls {
+            addr,
+            all,
+            recursive: false,
+            page,
+            json,
+        } => {
+            if page.limit.is_some() || page.after.is_some() {
+                bail!("--limit and --after page a whole subtree: add -R (or use `plotter2 tree`)");
+            }
+            (Op::Read(ReadOp::Ls { addr, all }), json)
+        }
+        Command::Ls {
+            addr,
+            all,
+            recursive: true,
+            page,
+            json,
+        }
+        | Command::Tree {
+            addr,
+            all,
+            page,
+            json,
+        } => {
+            let op = Op::Read(ReadOp::Tree {
+                addr: addr.clone(),
+                all,
+                after: page.after,
+                limit: page.limit,
+            });
+            let Reply::Tree(tree) = client.call(op).await? else {
+                bail!("unexpected answer to tree");
+            };
+            if json {
+                return print_json(&tree);
+            }
+            print!("{}", tree_text(&addr, &tree, all));
+            return Ok(());
+        }
         Command::Show { addr, json } => (Op::Read(ReadOp::Show { addr }), json),
         Command::History { addr, json } => (Op::Read(ReadOp::History { addr }), json),
         Command::Requests { after, limit, json } => {
@@ -165,6 +205,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::Written(r) => print_json(&r),
             Reply::Node(n) => print_json(&n),
             Reply::Children(c) => print_json(&c),
+            Reply::Tree(t) => print_json(&t),
             Reply::History(h) => print_json(&h),
             Reply::Requests(r) => print_json(&r),
             Reply::Request(r) => print_json(&r),
@@ -248,6 +289,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             }
             print!("{}", t.render());
         }
+        Reply::Tree(tree) => print!("{}", tree_text(&Address::root(), &tree, false)),
         Reply::History(events) => {
             let mut t = Table::new(&["SEQ", "TIME", "USER", "EVENT", "REQUEST"]);
             for e in events {
@@ -305,6 +347,26 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
     Ok(())
 }
 
+/// A subtree as indented names under `root`, with a note on what a cut-short page left out.
+fn tree_text(root: &Address, tree: &TreeView, all: bool) -> String {
+    let mut out = format!("{root}\n");
+    for n in &tree.nodes {
+        let indent = "  ".repeat(n.address.depth().saturating_sub(root.depth()));
+        let mark = if n.archived { " (archived)" } else { "" };
+        let _ = writeln!(out, "{indent}{}{mark}", n.name);
+    }
+    if let Some(next) = tree.next.as_ref().filter(|_| tree.more > 0) {
+        let all = if all { " --all" } else { "" };
+        let _ = writeln!(
+            out,
+            "… {} more nodes below {root}; list them with `plotter2 ls -R {root}{all} --after {next}` \
+             (or --limit up to {TREE_LIMIT}, or a deeper address)",
+            tree.more
+        );
+    }
+    out
+}
+
 pub fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
     let mut t = Table::new(&["RUN", "STATE", "TASK", "NODE", "PARAMS", "CREATED"]);
     for r in runs {
@@ -328,9 +390,11 @@ async fn push(
     json: bool,
 ) -> Result<()> {
     let deadline = Duration::from_secs_f64(global.timeout.max(1.0));
-    let pushed = plotter2_stager::push::push(client, dir, addr, deadline)
+    let bar = crate::progress::Transfer::new("push", json);
+    let pushed = plotter2_stager::push::push(client, dir, addr, deadline, &bar)
         .await
         .with_context(|| format!("pushing {}", dir.display()))?;
+    drop(bar);
     if json {
         return print_json(&pushed);
     }
@@ -378,7 +442,8 @@ async fn get(
             (d.join(format!("v{}", detail.version.version)), true)
         }
     };
-    plotter2_node::tree::materialise(&store, &detail, &dest, replace)
+    let bar = crate::progress::Transfer::new("get", json);
+    plotter2_node::tree::materialise_with(&store, &detail, &dest, replace, &bar)
         .await
         .with_context(|| {
             format!(
@@ -388,6 +453,7 @@ async fn get(
                 dest.display()
             )
         })?;
+    drop(bar);
     if json {
         #[derive(Serialize)]
         struct Got<'a> {

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod output;
+mod progress;
 mod roles;
 mod runcmds;
 mod up;
@@ -20,7 +21,7 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -69,6 +69,28 @@ impl Table {
     }
 }
 
+/// An error and its causes in one line, `outer: cause: …`, each distinct message once: a
+/// cause whose text the message before it already contains (a layer that prints its source
+/// and also returns it as `source()`) is left out.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut previous: Option<String> = None;
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let repeated = previous
+            .as_deref()
+            .is_some_and(|p| p.contains(text.as_str()));
+        if !repeated && !text.is_empty() {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        previous = Some(text);
+    }
+    out
+}
+
 /// A JSON value in one line, strings without quotes.
 pub fn value(v: &serde_json::Value) -> String {
     match v {
@@ -86,6 +108,27 @@ mod tests {
         assert_eq!(time(0), "1970-01-01 00:00:00");
         assert_eq!(time(1_763_700_000_000), "2025-11-21 04:40:00");
         assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Embeds {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_chain_prints_each_message_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Embeds {
+            path: "/x".into(),
+            source: io,
+        })
+        .context("reading /x")
+        .context("pushing /x");
+        assert_eq!(error_chain(&e), "pushing /x: reading /x: /x: no such file");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 
     #[test]

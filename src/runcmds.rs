@@ -1,6 +1,6 @@
 //! Run verbs that do more than one request: `run --wait`, `logs [-f]`, `cancel`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -12,6 +12,7 @@ use plotter2_node::store::BlobStore;
 use plotter2_node::{Address, Client};
 
 use crate::commands::{print_json, runs_table};
+use crate::progress::RunCounts;
 
 async fn read_run(client: &Client, id: RunId) -> Result<RunRecord> {
     match client.call(Op::Read(ReadOp::Run { id })).await? {
@@ -60,10 +61,13 @@ pub async fn fetch_runs(
 pub async fn wait(client: &Client, addr: &Address, ids: &[RunId], json: bool) -> Result<()> {
     // States are asked in chunks, so a request stays far below NATS's payload limit.
     const CHUNK: usize = 5000;
-    let tty = std::io::stderr().is_terminal();
+    let bar = crate::progress::Runs::new(ids.len(), json);
+    // Ended runs are not asked again: their counts carry over from poll to poll.
+    let mut counts = RunCounts::default();
     let mut open: Vec<RunId> = ids.to_vec();
     loop {
         let mut still = Vec::new();
+        (counts.running, counts.waiting) = (0, 0);
         for chunk in open.chunks(CHUNK) {
             let Reply::RunStates(states) = client
                 .call(Op::Read(ReadOp::RunStates {
@@ -73,25 +77,26 @@ pub async fn wait(client: &Client, addr: &Address, ids: &[RunId], json: bool) ->
             else {
                 bail!("unexpected answer to run_states");
             };
-            still.extend(
-                states
-                    .into_iter()
-                    .filter(|(_, s)| !s.is_finished())
-                    .map(|(id, _)| id),
-            );
+            for (id, state) in states {
+                match state {
+                    RunState::Succeeded => counts.succeeded += 1,
+                    RunState::Failed | RunState::Cancelled => counts.failed += 1,
+                    RunState::Running => counts.running += 1,
+                    RunState::Queued | RunState::Waiting => counts.waiting += 1,
+                }
+                if !state.is_finished() {
+                    still.push(id);
+                }
+            }
         }
         open = still;
-        if tty {
-            eprint!("\r{}/{} runs ended", ids.len() - open.len(), ids.len());
-        }
+        bar.show(counts);
         if open.is_empty() {
-            if tty {
-                eprintln!();
-            }
             break;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    drop(bar);
     let runs = fetch_runs(client, addr, Some(ids)).await?;
     if json {
         print_json(&runs)?;

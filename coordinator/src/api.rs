@@ -249,6 +249,12 @@ impl Api {
         let r = &st.registry;
         Ok(match op {
             ReadOp::Ls { addr, all } => Reply::Children(r.ls(&addr, all)?),
+            ReadOp::Tree {
+                addr,
+                all,
+                after,
+                limit,
+            } => Reply::Tree(r.tree(&addr, all, after.as_ref(), limit)?),
             ReadOp::Show { addr } => Reply::Node(r.show(&addr)?),
             ReadOp::History { addr } => Reply::History(r.history(&addr)?),
             ReadOp::Requests { after, limit } => Reply::Requests(r.requests(after, limit)),

@@ -14,7 +14,7 @@ use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
     ApiError, AttemptUpdate, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind,
     NodeView, Refused, RequestId, RequestRecord, RequestStatus, RunId, RunOutcome, RunRecord,
-    UserName, WriteOp, WriteReceipt,
+    TREE_DEFAULT_LIMIT, TREE_LIMIT, TreeView, UserName, WriteOp, WriteReceipt,
 };
 use plotter2_node::sweep;
 use serde::{Deserialize, Serialize};
@@ -584,6 +584,82 @@ impl Registry {
         out
     }
 
+    /// A page of the subtree below `addr`, depth first (see `ReadOp::Tree`): one pass over
+    /// the subtree's key range from `after`, which also counts what is past the page.
+    pub fn tree(
+        &self,
+        addr: &Address,
+        all: bool,
+        after: Option<&Address>,
+        limit: Option<u32>,
+    ) -> Result<TreeView, ApiError> {
+        use std::ops::Bound;
+        if !self.nodes.contains_key(addr) {
+            return Err(no_node(addr));
+        }
+        let limit = limit.unwrap_or(TREE_DEFAULT_LIMIT).clamp(1, TREE_LIMIT) as usize;
+        // An archived node hides its subtree; one above `after` hides what follows it, too.
+        let mut hidden: Option<Address> = None;
+        let start = match after {
+            None => Bound::Excluded(addr),
+            Some(a) if a.is_within(addr) && a != addr => {
+                let mut up = Some(a.clone());
+                while let Some(p) = up.filter(|p| p != addr) {
+                    if !all && self.nodes.get(&p).is_some_and(|n| n.archived) {
+                        hidden = Some(p.clone());
+                    }
+                    up = p.parent();
+                }
+                Bound::Excluded(a)
+            }
+            Some(a) => {
+                return Err(ApiError::bad_request(format!(
+                    "--after {a} is not below {addr}; it continues a listing of {addr} where the last one stopped"
+                )));
+            }
+        };
+        let mut nodes: Vec<ChildView> = Vec::new();
+        let mut more = 0u64;
+        // The listed ancestors of the node at hand: (depth, index in `nodes`).
+        let mut line: Vec<(usize, usize)> = Vec::new();
+        for (a, n) in self.nodes.range::<Address, _>((start, Bound::Unbounded)) {
+            if !a.is_within(addr) {
+                break;
+            }
+            if hidden.as_ref().is_some_and(|h| a.is_within(h)) {
+                continue;
+            }
+            if !all && n.archived {
+                hidden = Some(a.clone());
+                continue;
+            }
+            let depth = a.depth();
+            while line.last().is_some_and(|(d, _)| *d >= depth) {
+                line.pop();
+            }
+            if let Some((d, i)) = line.last()
+                && *d + 1 == depth
+            {
+                nodes[*i].children += 1;
+            }
+            if nodes.len() < limit {
+                line.push((depth, nodes.len()));
+                nodes.push(ChildView {
+                    address: a.clone(),
+                    name: a.name().unwrap_or_default().to_owned(),
+                    archived: n.archived,
+                    children: 0,
+                });
+            } else {
+                more += 1;
+            }
+        }
+        let next = (more > 0)
+            .then(|| nodes.last().map(|n| n.address.clone()))
+            .flatten();
+        Ok(TreeView { nodes, more, next })
+    }
+
     pub fn history(&self, addr: &Address) -> Result<Vec<Event>, ApiError> {
         self.nodes
             .get(addr)
@@ -865,6 +941,54 @@ mod tests {
         assert_eq!(r.nodes, before);
         assert_eq!(r.request_count(), 4);
         assert_eq!(r.requests(0, 100)[1].status, RequestStatus::Failed);
+    }
+
+    #[test]
+    fn tree_lists_the_subtree_depth_first_in_pages_and_hides_archived() {
+        let mut r = Registry::default();
+        for (i, a) in ["/t/a/x", "/t/a/y/deep", "/t/b", "/t/c/z", "/other"]
+            .iter()
+            .enumerate()
+        {
+            r.apply(cmd(new(a, &[])), i as u64 + 1).unwrap();
+        }
+        r.apply(cmd(WriteOp::Archive { addr: addr("/t/c") }), 9)
+            .unwrap();
+        let names = |v: &TreeView| -> Vec<String> {
+            v.nodes.iter().map(|n| n.address.to_string()).collect()
+        };
+        let t = r.tree(&addr("/t"), false, None, None).unwrap();
+        assert_eq!(
+            names(&t),
+            ["/t/a", "/t/a/x", "/t/a/y", "/t/a/y/deep", "/t/b"]
+        );
+        assert_eq!((t.more, t.next.clone()), (0, None));
+        let children: Vec<u64> = t.nodes.iter().map(|n| n.children).collect();
+        assert_eq!(children, [2, 0, 1, 0, 0]);
+        let all = r.tree(&addr("/t"), true, None, None).unwrap();
+        assert_eq!(names(&all)[5..], ["/t/c", "/t/c/z"]);
+        assert!(all.nodes[5].archived);
+
+        // Pages: the cut says how many are left and where to go on.
+        let p1 = r.tree(&addr("/t"), true, None, Some(3)).unwrap();
+        assert_eq!(names(&p1), ["/t/a", "/t/a/x", "/t/a/y"]);
+        assert_eq!(p1.nodes[0].children, 2, "counted past the page too");
+        assert_eq!((p1.more, p1.next.clone()), (4, Some(addr("/t/a/y"))));
+        let p2 = r
+            .tree(&addr("/t"), true, p1.next.as_ref(), Some(3))
+            .unwrap();
+        assert_eq!(names(&p2), ["/t/a/y/deep", "/t/b", "/t/c"]);
+        assert_eq!(p2.more, 1);
+        // Going on from inside an archived subtree without --all shows nothing of it.
+        let hid = r
+            .tree(&addr("/t"), false, Some(&addr("/t/c")), None)
+            .unwrap();
+        assert!(hid.nodes.is_empty(), "{:?}", names(&hid));
+        assert!(
+            r.tree(&addr("/t"), false, Some(&addr("/other")), None)
+                .is_err()
+        );
+        assert!(r.tree(&addr("/nope"), false, None, None).is_err());
     }
 
     #[test]

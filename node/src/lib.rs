@@ -35,6 +35,7 @@ pub mod home;
 pub mod manifest;
 pub mod nodeconf;
 pub mod ports;
+pub mod progress;
 pub mod protocol;
 pub mod reference;
 pub mod retry;

@@ -378,6 +378,18 @@ pub enum ReadOp {
         #[serde(default)]
         all: bool,
     },
+    /// The subtree below `addr`, depth first: at most `limit` nodes (capped at
+    /// [`TREE_LIMIT`]) after the address `after`; archived nodes and what is below them only
+    /// with `all`.
+    Tree {
+        addr: Address,
+        #[serde(default)]
+        all: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Address>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     Show {
         addr: Address,
     },
@@ -422,6 +434,11 @@ fn default_limit() -> u32 {
     1000
 }
 
+/// The most nodes one `tree` answer holds, and how many it holds when not told: a page of
+/// addresses stays far below NATS's payload limit.
+pub const TREE_LIMIT: u32 = 10_000;
+pub const TREE_DEFAULT_LIMIT: u32 = 1000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case")]
 pub enum ClusterOp {
@@ -441,6 +458,7 @@ impl Op {
         match self {
             Op::Write(w) => w.verb(),
             Op::Read(ReadOp::Ls { .. }) => "ls",
+            Op::Read(ReadOp::Tree { .. }) => "tree",
             Op::Read(ReadOp::Show { .. }) => "show",
             Op::Read(ReadOp::History { .. }) => "history",
             Op::Read(ReadOp::Requests { .. }) => "requests",
@@ -469,6 +487,7 @@ pub const VERBS: &[&str] = &[
     "attempts",
     "cancel",
     "ls",
+    "tree",
     "show",
     "history",
     "requests",
@@ -542,6 +561,7 @@ pub enum Reply {
     Written(WriteReceipt),
     Node(NodeView),
     Children(Vec<ChildView>),
+    Tree(TreeView),
     History(Vec<Event>),
     Requests(Vec<RequestRecord>),
     Request(RequestRecord),
@@ -854,6 +874,18 @@ pub struct ChildView {
     pub name: String,
     pub archived: bool,
     pub children: u64,
+}
+
+/// A page of a subtree, depth first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeView {
+    /// `children` counts the children listed (archived ones only with `all`).
+    pub nodes: Vec<ChildView>,
+    /// Nodes of the subtree after this page.
+    pub more: u64,
+    /// Where the next page starts (`after`), when `more` is not 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

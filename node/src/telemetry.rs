@@ -4,6 +4,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans and metrics are also exported over OTLP/gRPC,
 //! and `traceparent` headers on NATS messages join one request into one trace.
 
+use std::io::IsTerminal;
+
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -42,8 +44,10 @@ impl Drop for TelemetryGuard {
 pub fn init(service: &'static str, default_filter: &str) -> Result<TelemetryGuard, TelemetryError> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Colour only on a terminal: `plotter2 up` sends each role's stderr to a log file.
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()

@@ -26,15 +26,15 @@ pub enum StagerError {
     Io(String),
     #[error("spool journal {path}: {message}")]
     Journal { path: PathBuf, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] plotter2_node::store::StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] plotter2_node::client::ClientError),
     #[error("coordinator: {0}")]
     Coordinator(String),
     #[error("watching the inbox {path}: {message}")]
     Watch { path: PathBuf, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Rejected(#[from] plotter2_node::tree::Rejection),
     #[error(transparent)]
     Tree(#[from] plotter2_node::tree::TreeError),

@@ -11,7 +11,6 @@
 //!    stored `manifest.json`, and commits the `ingest` under the pusher's request id and user.
 //!    The answer comes only after the coordinator committed.
 
-use std::io::IsTerminal;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use plotter2_node::Address;
 use plotter2_node::bundle::{FileIndex, Hash, hash_reader};
 use plotter2_node::client::{Client, ClientError};
 use plotter2_node::manifest::Manifest;
+use plotter2_node::progress::Progress;
 use plotter2_node::protocol::{self, ApiError, BundleRef, Op, Reply, RequestId, UserName, WriteOp};
 use plotter2_node::store::BlobStore;
 use serde::{Deserialize, Serialize};
@@ -376,12 +376,14 @@ fn internal(message: impl Into<String>) -> ApiError {
 
 /// Pushes the bundle folder `dir` to `addr` (or the manifest's `meta.address`) and returns
 /// once the coordinator has committed it. Retries from `open` after a lost stager or a
-/// disconnect until `deadline`: what a stager already has is not sent again.
+/// disconnect until `deadline`: what a stager already has is not sent again. `progress`
+/// hears the bundle's distinct blobs and how many of them the stager holds.
 pub async fn push(
     client: &Client,
     dir: &Path,
     addr: Option<Address>,
     deadline: Duration,
+    progress: &dyn Progress,
 ) -> Result<Pushed, StagerError> {
     let root = dir.to_owned();
     let override_addr = addr.clone();
@@ -397,7 +399,7 @@ pub async fn push(
     blobs.dedup_by(|a, b| a.0 == b.0);
     let id = RequestId::new();
     let start = Instant::now();
-    let mut progress = Progress::new(scanned.index.total_bytes());
+    let mut progress = Tally::new(&blobs, progress);
     let mut backoff = Duration::from_millis(200);
     loop {
         match attempt(
@@ -411,17 +413,12 @@ pub async fn push(
         .await
         {
             Ok(mut pushed) => {
-                progress.finish();
                 pushed.sent_bytes = progress.sent;
                 return Ok(pushed);
             }
-            Err(Attempt::Final(e)) => {
-                progress.finish();
-                return Err(e);
-            }
+            Err(Attempt::Final(e)) => return Err(e),
             Err(Attempt::Retry(why)) => {
                 if start.elapsed() + backoff > deadline {
-                    progress.finish();
                     return Err(StagerError::Push(format!(
                         "push did not complete within {}s; last: {why}. Is a stager running (`plotter2 up` runs one)? \
                          Pushing again sends only what is missing.",
@@ -468,13 +465,14 @@ async fn attempt(
     index: &FileIndex,
     addr: Option<Address>,
     id: RequestId,
-    progress: &mut Progress,
+    progress: &mut Tally<'_>,
 ) -> Result<Pushed, Attempt> {
     let nats = client.nats();
     let open = Open {
         blobs: blobs.iter().map(|(h, s, _)| (*h, *s)).collect(),
     };
     let opened: Opened = request(nats, OPEN_SUBJECT, encode(&open), OPEN_TIMEOUT).await?;
+    progress.opened(blobs, &opened.need);
     let chunk_size = (nats.server_info().max_payload.saturating_sub(4096)).clamp(4096, MAX_CHUNK);
     for (blob, from) in &opened.need {
         let Some((_, size, path)) = blobs.iter().find(|(h, _, _)| h == blob) else {
@@ -511,7 +509,7 @@ async fn send_blob(
     from: u64,
     path: &Path,
     chunk_size: usize,
-    progress: &mut Progress,
+    progress: &mut Tally<'_>,
 ) -> Result<(), Attempt> {
     let retry = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
     let inbox = nats.new_inbox();
@@ -593,11 +591,11 @@ async fn send_blob(
             }
         })?;
         if ack.next > acked {
-            progress.add(ack.next - acked);
+            progress.sent(ack.next - acked, false);
             acked = ack.next;
-            progress.show();
         }
         if ack.stored {
+            progress.sent(0, true);
             return Ok(());
         }
         if ack.next != want {
@@ -606,51 +604,46 @@ async fn send_blob(
     }
 }
 
-/// A one-line progress report on stderr when it is a terminal.
-struct Progress {
-    total: u64,
+/// Bytes sent, and how much of the bundle's distinct blobs the stager holds, which is what
+/// the caller's [`Progress`] hears.
+struct Tally<'a> {
     sent: u64,
-    on: bool,
-    last: Instant,
+    held_files: u64,
+    held_bytes: u64,
+    out: &'a dyn Progress,
 }
 
-impl Progress {
-    fn new(total: u64) -> Self {
+impl<'a> Tally<'a> {
+    fn new(blobs: &[(Hash, u64, PathBuf)], out: &'a dyn Progress) -> Self {
+        out.length(blobs.len() as u64, blobs.iter().map(|b| b.1).sum());
         Self {
-            total,
             sent: 0,
-            on: std::io::stderr().is_terminal(),
-            last: Instant::now(),
+            held_files: 0,
+            held_bytes: 0,
+            out,
         }
     }
 
-    fn add(&mut self, n: u64) {
-        self.sent += n;
+    /// A stager answered `open`: it holds everything but `need` (`blobs` is sorted by hash).
+    fn opened(&mut self, blobs: &[(Hash, u64, PathBuf)], need: &[(Hash, u64)]) {
+        let missing: u64 = need
+            .iter()
+            .filter_map(|(h, from)| {
+                let i = blobs.binary_search_by_key(h, |b| b.0).ok()?;
+                Some(blobs[i].1.saturating_sub(*from))
+            })
+            .sum();
+        let total: u64 = blobs.iter().map(|b| b.1).sum();
+        self.held_files = (blobs.len() - need.len().min(blobs.len())) as u64;
+        self.held_bytes = total.saturating_sub(missing);
+        self.out.position(self.held_files, self.held_bytes);
     }
 
-    fn show(&mut self) {
-        if !self.on || self.last.elapsed() < Duration::from_millis(100) {
-            return;
-        }
-        self.last = Instant::now();
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            100.0 * self.sent as f64 / self.total as f64
-        };
-        eprint!(
-            "\rpush: {:.1} / {:.1} MiB sent ({pct:.0}%)",
-            mib(self.sent),
-            mib(self.total)
-        );
-    }
-
-    fn finish(&mut self) {
-        if self.on {
-            self.last = Instant::now() - Duration::from_secs(1);
-            self.show();
-            eprintln!();
-        }
+    /// `bytes` more were acknowledged; `stored`: a whole blob is in the store.
+    fn sent(&mut self, bytes: u64, stored: bool) {
+        self.sent += bytes;
+        self.held_bytes += bytes;
+        self.held_files += u64::from(stored);
+        self.out.position(self.held_files, self.held_bytes);
     }
 }

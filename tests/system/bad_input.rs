@@ -181,3 +181,41 @@ async fn bad_input_is_refused_and_changes_nothing() {
         2
     );
 }
+
+/// A layer whose message already includes its cause does not have the cause printed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_print_each_message_once() {
+    use plotter2_node::bundle::{BundlePath, FileEntry, FileIndex, Hash};
+    use plotter2_node::manifest::Manifest;
+
+    let c = Cluster::start(1, Opts::default()).await;
+    let index = FileIndex::new(vec![FileEntry {
+        path: BundlePath::parse("x.csv").unwrap(),
+        blob: Hash::of(b"1"),
+        size: 1,
+        mode: 0o644,
+    }])
+    .unwrap();
+    c.client()
+        .await
+        .call(Op::Write(WriteOp::Ingest {
+            addr: Address::parse("/a").unwrap(),
+            bundle: index.id(),
+            index,
+            manifest: Box::new(Manifest::from_json(br#"{"manifest_version": 1}"#).unwrap()),
+        }))
+        .await
+        .unwrap();
+    let (ok, _, err) = c.cli(&["get", "/a@7"]);
+    assert!(!ok);
+    assert_eq!(err.matches("has no version 7").count(), 1, "{err}");
+    assert!(err.contains("it has versions 1 to 1"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.csv"), b"1,2\n").unwrap();
+    let (ok, _, err) = c.cli(&["push", dir.path().to_str().unwrap(), "/a"]);
+    assert!(!ok);
+    assert_eq!(err.matches("has no manifest.json").count(), 1, "{err}");
+    assert_eq!(err.matches("manifest_version").count(), 1, "{err}");
+    assert!(err.contains("pushing"), "the context is kept: {err}");
+}

@@ -570,4 +570,41 @@ async fn a_large_sweep_waits_and_lists_whole() {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), n, "every run listed once, across pages");
+
+    // The sweep's nodes, one level down, in one listing cut at 1000 with a note on the rest.
+    let first = c.cli_json(&["ls", "-R", "/many", "--json"]);
+    let page = |v: &serde_json::Value| -> Vec<String> {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(page(&first).len(), 1000);
+    assert_eq!(page(&first)[0], "/many/sweep-1");
+    assert_eq!(first["nodes"][0]["children"], n);
+    assert_eq!(first["more"], n + 1 - 1000);
+    let next = first["next"].as_str().unwrap();
+    let rest = c.cli_json(&["ls", "-R", "/many", "--after", next, "--json"]);
+    assert_eq!(rest["more"], 0);
+    let mut nodes: Vec<String> = page(&first);
+    nodes.extend(page(&rest));
+    let want: std::collections::BTreeSet<String> = (0..n)
+        .map(|i| format!("/many/sweep-1/i={i}"))
+        .chain(["/many/sweep-1".to_owned()])
+        .collect();
+    assert_eq!(nodes.len(), want.len(), "each node once");
+    assert_eq!(
+        nodes.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        want
+    );
+    let text = c.cli_ok(&["tree", "/many"]);
+    assert!(text.contains("\n    i=17\n"), "{text}");
+    assert!(
+        text.contains(&format!("{} more nodes below /many", n + 1 - 1000))
+            && text.contains(&format!("--after {next}")),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
 }

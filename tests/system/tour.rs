@@ -88,6 +88,36 @@ async fn cli_tour_inheritance_archive_and_request_log() {
     let all = c.cli_json(&["ls", "/sources/tali/experiment2", "--all", "--json"]);
     assert_eq!(all[0]["archived"], true);
 
+    // The whole subtree in one listing; archived nodes only with --all.
+    let addrs = |v: &serde_json::Value| -> Vec<String> {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let tree = c.cli_json(&["ls", "-R", "/sources", "--json"]);
+    assert_eq!(addrs(&tree), ["/sources/tali", "/sources/tali/experiment2"]);
+    assert_eq!(tree["more"], 0);
+    let tree = c.cli_json(&["tree", "/sources", "--all", "--json"]);
+    assert_eq!(
+        addrs(&tree),
+        [
+            "/sources/tali",
+            "/sources/tali/experiment2",
+            "/sources/tali/experiment2/experiment2a"
+        ]
+    );
+    assert_eq!(tree["nodes"][2]["archived"], true);
+    let text = c.cli_ok(&["ls", "-R", "/sources", "--all"]);
+    assert_eq!(
+        text,
+        "/sources\n  tali\n    experiment2\n      experiment2a (archived)\n"
+    );
+    let (ok, _, err) = c.cli(&["ls", "/sources", "--limit", "5"]);
+    assert!(!ok && err.contains("-R"), "{err}");
+
     let requests = c.cli_json(&["requests", "--json"]);
     let verbs: Vec<&str> = requests
         .as_array()

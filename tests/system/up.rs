@@ -185,6 +185,28 @@ fn up_survives_kill9_of_the_whole_tree_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status}");
     wait_gone(&tree);
+
+    // The roles' logs are files: plain text, no terminal colour codes.
+    let mut written = 0;
+    for entry in std::fs::read_dir(home.join("log")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let bytes = std::fs::read(&path).unwrap();
+            written += bytes.len();
+            assert!(
+                !bytes.contains(&0x1b),
+                "{} holds ANSI escape codes:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(2000)])
+            );
+        }
+    }
+    let coordinator = std::fs::read_to_string(home.join("log/coordinator-1.log")).unwrap();
+    assert!(
+        coordinator.contains("INFO"),
+        "the coordinator logged at info: {coordinator}"
+    );
+    assert!(written > 0);
 }
 
 #[test]

@@ -24,11 +24,11 @@ pub use pool::{WorkerConfig, run};
 pub enum WorkerError {
     #[error("{0}")]
     Io(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] plotter2_node::client::ClientError),
     #[error(transparent)]
     Tree(#[from] plotter2_node::tree::TreeError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] plotter2_node::store::StoreError),
     #[error("JetStream: {0}")]
     JetStream(String),

@@ -2,9 +2,11 @@
 //! against its blake3 hashes as it is written.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::TreeError;
 use crate::client::Client;
+use crate::progress::{Progress, Silent};
 use crate::protocol::{BundleDetail, Op, ReadOp, Reply};
 use crate::reference::BundleReference;
 use crate::store::BlobStore;
@@ -45,6 +47,17 @@ pub async fn materialise(
     dest: &Path,
     replace: bool,
 ) -> Result<(), TreeError> {
+    materialise_with(store, detail, dest, replace, &Silent).await
+}
+
+/// [`materialise`], telling `progress` the files and bytes written so far.
+pub async fn materialise_with(
+    store: &BlobStore,
+    detail: &BundleDetail,
+    dest: &Path,
+    replace: bool,
+    progress: &dyn Progress,
+) -> Result<(), TreeError> {
     if replace {
         let name = dest
             .file_name()
@@ -53,7 +66,7 @@ pub async fn materialise(
         // Unique per call: several tasks of one process may build the same tree at once.
         let building = dest.with_file_name(format!(".{name}.{}", ulid::Ulid::new()));
         let _ = tokio::fs::remove_dir_all(&building).await;
-        Box::pin(materialise(store, detail, &building, false)).await?;
+        Box::pin(materialise_with(store, detail, &building, false, progress)).await?;
         let (from, to) = (building.clone(), dest.to_owned());
         return blocking(move || {
             match std::fs::remove_dir_all(&to) {
@@ -93,6 +106,8 @@ pub async fn materialise(
         .iter()
         .map(|f| (dest.join(f.path.as_str()), f.clone()))
         .collect();
+    progress.length(jobs.len() as u64, detail.index.total_bytes());
+    let (files_done, bytes_done) = (&AtomicU64::new(0), &AtomicU64::new(0));
     futures::stream::iter(jobs)
         .map(|(path, f)| async move {
             let tmp = path.with_file_name(format!(
@@ -112,7 +127,11 @@ pub async fn materialise(
                     .map_err(TreeError::io(&tmp))?;
                 std::fs::rename(&tmp, &path).map_err(TreeError::io(&tmp))
             })
-            .await
+            .await?;
+            let files = files_done.fetch_add(1, Ordering::Relaxed) + 1;
+            let bytes = bytes_done.fetch_add(f.size, Ordering::Relaxed) + f.size;
+            progress.position(files, bytes);
+            Ok::<(), TreeError>(())
         })
         .buffer_unordered(FETCH_CONCURRENCY)
         .try_collect::<Vec<()>>()

@@ -11,7 +11,7 @@ mod scan;
 use std::path::{Path, PathBuf};
 
 pub use copy::copy_tree;
-pub use fetch::{file_to_stdout, materialise, resolve};
+pub use fetch::{file_to_stdout, materialise, materialise_with, resolve};
 pub use scan::{
     LocalFile, MANIFEST, READY, Rejection, Scanned, default_threads, hash_all, read_manifest, scan,
     walk,

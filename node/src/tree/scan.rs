@@ -28,7 +28,7 @@ pub enum Rejection {
         "the bundle has no manifest.json at its root: add one, at least {{\"manifest_version\": 1, \"meta\": {{\"address\": \"/where/it/goes\"}}}}"
     )]
     NoManifest,
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(
         "the bundle names no target address: set meta.address in manifest.json, or push it with `plotter2 push DIR ADDR`"
