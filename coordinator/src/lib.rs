@@ -168,6 +168,17 @@ pub async fn run(
         Some(n) => n,
         None => network::DEFAULT_SNAPSHOT_CHUNK,
     };
+    let append_part = match env_knob::<usize>(network::APPEND_PART_ENV)? {
+        Some(0) => {
+            return Err(CoordinatorError::BadEnv {
+                name: network::APPEND_PART_ENV,
+                value: "0".into(),
+                why: "give at least 1 byte".into(),
+            });
+        }
+        Some(n) => n,
+        None => network::DEFAULT_APPEND_PART,
+    };
     let data_dir = cfg.data_dir.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let sm = StateMachine::open(&data_dir).map_err(log_store::LogOpenError::Io)?;
@@ -230,7 +241,7 @@ pub async fn run(
     let raft = openraft::Raft::new(
         cfg.id,
         config,
-        Network::new(snapshot_chunk),
+        Network::new(snapshot_chunk, append_part),
         log_store,
         sm.clone(),
     )

@@ -8,7 +8,8 @@
 //!
 //! Snapshots travel in chunks ([`DEFAULT_SNAPSHOT_CHUNK`], one RPC each on one connection,
 //! put together by the receiver), so a registry of any size reaches a follower. A batch of
-//! log entries too large for one frame goes as consecutive appends.
+//! log entries larger than [`DEFAULT_APPEND_PART`] goes as consecutive appends, and an RPC's
+//! deadline grows with its size.
 //!
 //! One connection per (peer, openraft client), one RPC in flight on it. A failed connection is
 //! dropped and reported as `Unreachable` so openraft backs off; the next RPC reconnects.
@@ -47,7 +48,13 @@ pub const SNAPSHOT_CHUNK_ENV: &str = "P2_COORD_SNAPSHOT_CHUNK";
 /// An append frame may carry one entry as large as NATS lets a request be (64 MiB at most).
 const MAX_APPEND_FRAME: usize = 128 * MIB;
 /// Appends larger than this are split into several, each about this size or one entry.
-const APPEND_PART: usize = 16 * MIB;
+pub const DEFAULT_APPEND_PART: usize = 8 * MIB;
+/// Environment variable (tests only): the append part size in bytes, at least 1.
+pub const APPEND_PART_ENV: &str = "P2_COORD_APPEND_PART";
+/// The slowest a peer may take in a frame, decode, store and answer it: each RPC may take
+/// this much longer than openraft's deadline for it (one heartbeat for an append), or a
+/// large entry could never reach a follower in time and would be sent again forever.
+const SLOWEST_BYTES_PER_SEC: f64 = 4.0 * MIB as f64;
 /// Votes, leader transfers and every reply: small fixed-size structures.
 const MAX_SMALL_FRAME: usize = 64 * KIB;
 /// A refusal's text is cut to this, so a reply always fits its frame.
@@ -214,20 +221,23 @@ fn refused(e: &dyn std::fmt::Display) -> RaftReply {
 #[derive(Clone)]
 pub struct Network {
     snapshot_chunk: usize,
+    append_part: usize,
 }
 
 impl Network {
-    /// `snapshot_chunk` is clamped to 1 to [`MAX_SNAPSHOT_CHUNK`].
-    pub fn new(snapshot_chunk: usize) -> Self {
+    /// `snapshot_chunk` is clamped to 1 to [`MAX_SNAPSHOT_CHUNK`], `append_part` to at
+    /// least 1 byte (an append part always holds at least one entry).
+    pub fn new(snapshot_chunk: usize, append_part: usize) -> Self {
         Self {
             snapshot_chunk: snapshot_chunk.clamp(1, MAX_SNAPSHOT_CHUNK),
+            append_part: append_part.max(1),
         }
     }
 }
 
 impl Default for Network {
     fn default() -> Self {
-        Self::new(DEFAULT_SNAPSHOT_CHUNK)
+        Self::new(DEFAULT_SNAPSHOT_CHUNK, DEFAULT_APPEND_PART)
     }
 }
 
@@ -240,6 +250,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             conn: None,
             snapshot_chunk: self.snapshot_chunk,
+            append_part: self.append_part,
         }
     }
 }
@@ -249,6 +260,7 @@ pub struct PeerClient {
     addr: String,
     conn: Option<Framed<TcpStream, FrameCodec>>,
     snapshot_chunk: usize,
+    append_part: usize,
 }
 
 impl PeerClient {
@@ -281,6 +293,7 @@ impl PeerClient {
                 kind.max_len()
             ))));
         }
+        let ttl = ttl + Duration::from_secs_f64(payload.len() as f64 / SLOWEST_BYTES_PER_SEC);
         match tokio::time::timeout(ttl, self.exchange(kind, Bytes::from(payload))).await {
             Ok(Ok(reply)) => match reply {
                 RaftReply::Refused(why) => Err(RPCError::Unreachable(Unreachable::from_string(
@@ -338,7 +351,7 @@ impl PeerClient {
     }
 
     /// Sends an append too large for one frame as consecutive appends of about
-    /// [`APPEND_PART`] each. When a later part fails, the earlier ones count: openraft hears
+    /// `append_part` bytes each. When a later part fails, the earlier ones count: openraft hears
     /// a partial success up to the last entry the follower took.
     async fn append_in_parts(
         &mut self,
@@ -351,8 +364,13 @@ impl PeerClient {
             entries,
             leader_commit,
         } = rpc;
-        let parts = split_entries(entries)?;
+        let parts = split_entries(entries, self.append_part)?;
         let count = parts.len();
+        tracing::info!(
+            target = self.target,
+            parts = count,
+            "sending a large append in parts"
+        );
         let mut prev = prev_log_id;
         for (i, part) in parts.into_iter().enumerate() {
             let last: Option<LogId> = part.last().map(|e| e.log_id);
@@ -388,8 +406,11 @@ impl PeerClient {
     }
 }
 
-/// Groups entries into parts of about [`APPEND_PART`] encoded bytes (at least one entry each).
-fn split_entries(entries: Vec<Entry>) -> Result<Vec<Vec<Entry>>, RPCError<TypeConfig>> {
+/// Groups entries into parts of about `part_bytes` encoded bytes (at least one entry each).
+fn split_entries(
+    entries: Vec<Entry>,
+    part_bytes: usize,
+) -> Result<Vec<Vec<Entry>>, RPCError<TypeConfig>> {
     let mut parts = Vec::new();
     let mut part = Vec::new();
     let mut size = 0usize;
@@ -397,7 +418,7 @@ fn split_entries(entries: Vec<Entry>) -> Result<Vec<Vec<Entry>>, RPCError<TypeCo
         let n = rmp_serde::to_vec_named(&e)
             .map_err(|err| RPCError::Network(NetworkError::new(&err)))?
             .len();
-        if !part.is_empty() && size + n > APPEND_PART {
+        if !part.is_empty() && size + n > part_bytes {
             parts.push(std::mem::take(&mut part));
             size = 0;
         }
@@ -433,7 +454,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let rpc = RaftRpc::Append(rpc);
         let payload = encode_rpc(&rpc)?;
         if several
-            && payload.len() > APPEND_PART
+            && payload.len() > self.append_part
             && let RaftRpc::Append(rpc) = rpc
         {
             return self.append_in_parts(rpc, ttl).await;
@@ -731,7 +752,7 @@ mod tests {
                 Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, i), cmd)
             })
             .collect();
-        let parts = split_entries(entries).unwrap();
+        let parts = split_entries(entries, DEFAULT_APPEND_PART).unwrap();
         assert!(parts.len() >= 3, "{} parts", parts.len());
         let mut next = 1;
         for p in &parts {
@@ -742,7 +763,7 @@ mod tests {
                 leader_commit: None,
             }))
             .unwrap();
-            assert!(bytes.len() <= APPEND_PART + MIB, "{}", bytes.len());
+            assert!(bytes.len() <= DEFAULT_APPEND_PART + MIB, "{}", bytes.len());
             for e in p {
                 assert_eq!(e.log_id.index(), next);
                 next += 1;

@@ -347,6 +347,65 @@ async fn a_failed_log_write_stops_the_node_and_the_others_go_on() {
     assert_eq!(request_log(&client).await.len(), 10 + 60 + 20);
 }
 
+/// With appends split into parts of 2 KiB, a follower that comes back behind 200 entries gets
+/// them in many consecutive appends, and ends with the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_gets_a_large_append_in_parts() {
+    let env = vec![(
+        plotter2_coordinator::network::APPEND_PART_ENV.to_owned(),
+        "2048".to_owned(),
+    )];
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            env,
+            ..Default::default()
+        },
+    )
+    .await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let behind = c
+        .coords
+        .iter()
+        .map(|x| x.id)
+        .find(|&id| id != leader)
+        .unwrap();
+    c.coord(behind).kill9();
+    let client = c.client().await;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                client.call(new_op(&format!("/p/t{t}/n{i}"))).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.coord(behind).restart();
+    let s = c.wait_converged(Duration::from_secs(30)).await;
+    assert_eq!(s.len(), 3);
+    assert!(
+        s.iter().all(|x| x.state_digest == s[0].state_digest),
+        "{s:#?}"
+    );
+    let leader_log = strip_ansi(&c.coord(leader).log_text());
+    let split: Vec<u64> = leader_log
+        .lines()
+        .filter(|l| {
+            l.contains("sending a large append in parts") && l.contains(&format!("target={behind}"))
+        })
+        .map(|l| field(l, "parts="))
+        .collect();
+    assert!(
+        split.iter().any(|&n| n > 10),
+        "the leader split no large append to node {behind}: {split:?}"
+    );
+    assert_eq!(request_log(&client).await.len(), 200);
+}
+
 /// The coordinator's peak virtual memory, from /proc.
 fn vm_peak_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
