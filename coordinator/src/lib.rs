@@ -29,7 +29,7 @@ use std::time::Duration;
 use openraft::{BasicNode, SnapshotPolicy};
 
 use crate::api::Api;
-use crate::log_store::LogStore;
+use crate::log_store::{LogOptions, LogStore};
 use crate::network::Network;
 use crate::state_machine::StateMachine;
 
@@ -47,6 +47,48 @@ pub enum CoordinatorError {
     Raft(String),
     #[error("cannot reach NATS at {url}: {message}")]
     Nats { url: String, message: String },
+    #[error(
+        "the registry at {path} is damaged: {problem}. This node cannot serve it: remove it from \
+         the cluster (`plotter2 cluster remove {id}`), delete {path}, start it again and add it \
+         back (`plotter2 cluster add {id} <its raft address>`); it then catches up from the \
+         others by snapshot"
+    )]
+    Damaged {
+        path: PathBuf,
+        id: u64,
+        problem: String,
+    },
+    #[error(
+        "coordinator {id} stopped because writing its raft log under {path} failed: {why}. It \
+         stops rather than acknowledge anything it could not store; what it did store is \
+         intact. Fix the disk, then start it again"
+    )]
+    LogWrite { path: PathBuf, id: u64, why: String },
+    #[error("{name}={value:?} is not valid: {why}")]
+    BadEnv {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+/// A test-only knob from the environment: `None` when unset or empty.
+fn env_knob<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, CoordinatorError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => {
+            v.parse()
+                .map(Some)
+                .map_err(|e: T::Err| CoordinatorError::BadEnv {
+                    name,
+                    value: v,
+                    why: e.to_string(),
+                })
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Raft timing and log compaction.
@@ -114,13 +156,66 @@ pub async fn run(
         }
         Err(e) => return Err(storage_err(&e)),
     };
+    let fail_write_at = env_knob::<u64>(log_store::FAIL_LOG_WRITE_ENV)?;
+    let snapshot_chunk = match env_knob::<usize>(network::SNAPSHOT_CHUNK_ENV)? {
+        Some(n) if n == 0 || n > network::MAX_SNAPSHOT_CHUNK => {
+            return Err(CoordinatorError::BadEnv {
+                name: network::SNAPSHOT_CHUNK_ENV,
+                value: n.to_string(),
+                why: format!("give 1 to {} bytes", network::MAX_SNAPSHOT_CHUNK),
+            });
+        }
+        Some(n) => n,
+        None => network::DEFAULT_SNAPSHOT_CHUNK,
+    };
+    let append_part = match env_knob::<usize>(network::APPEND_PART_ENV)? {
+        Some(0) => {
+            return Err(CoordinatorError::BadEnv {
+                name: network::APPEND_PART_ENV,
+                value: "0".into(),
+                why: "give at least 1 byte".into(),
+            });
+        }
+        Some(n) => n,
+        None => network::DEFAULT_APPEND_PART,
+    };
     let data_dir = cfg.data_dir.clone();
-    let (log_store, sm) = tokio::task::spawn_blocking(move || {
-        Ok::<_, std::io::Error>((LogStore::new(db)?, StateMachine::open(&data_dir)?))
+    let opened = tokio::task::spawn_blocking(move || {
+        let sm = StateMachine::open(&data_dir).map_err(log_store::LogOpenError::Io)?;
+        let covered = sm.stored_snapshot()?.map(|l| l.index());
+        let opts = LogOptions {
+            covered,
+            fail_write_at,
+        };
+        Ok::<_, log_store::LogOpenError>((LogStore::open(db, opts)?, sm))
     })
     .await
-    .map_err(|e| storage_err(&e))?
     .map_err(|e| storage_err(&e))?;
+    let damaged = |problem: String| CoordinatorError::Damaged {
+        path: cfg.data_dir.clone(),
+        id: cfg.id,
+        problem,
+    };
+    let (log_store, sm) = match opened {
+        Ok(pair) => pair,
+        Err(e @ log_store::LogOpenError::Hole { .. }) => return Err(damaged(e.to_string())),
+        Err(log_store::LogOpenError::Io(e)) => return Err(storage_err(&e)),
+    };
+    // Every purge follows the snapshot that covers it; a snapshot behind the purge point
+    // means the entries between are gone.
+    let snapshot = sm.stored_snapshot().map_err(|e| storage_err(&e))?;
+    if let Some(purged) = log_store.purged().map_err(|e| storage_err(&e))?
+        && snapshot.is_none_or(|s| s.index() < purged.index())
+    {
+        return Err(damaged(format!(
+            "its raft log is purged up to entry {}, but its snapshot ends at {}",
+            purged.index(),
+            snapshot.map_or("nothing (there is none)".to_owned(), |s| s
+                .index()
+                .to_string())
+        )));
+    }
+    let log_failed = log_store.failed();
 
     let t = &cfg.tuning;
     let config = openraft::Config {
@@ -143,9 +238,15 @@ pub async fn run(
             .validate()
             .map_err(|e| CoordinatorError::Raft(e.to_string()))?,
     );
-    let raft = openraft::Raft::new(cfg.id, config, Network, log_store, sm.clone())
-        .await
-        .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+    let raft = openraft::Raft::new(
+        cfg.id,
+        config,
+        Network::new(snapshot_chunk, append_part),
+        log_store,
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.raft_addr)
         .await
@@ -201,14 +302,30 @@ pub async fn run(
     let leader = tokio::spawn(api.run_leader_service());
     tracing::info!(id = cfg.id, raft = %cfg.raft_addr, nats = %cfg.nats_url, "coordinator running");
 
-    shutdown.await;
-    tracing::info!(id = cfg.id, "shutting down");
+    let log_failure = tokio::select! {
+        () = shutdown => None,
+        why = log_failed => Some(why),
+    };
+    match &log_failure {
+        None => tracing::info!(id = cfg.id, "shutting down"),
+        Some(why) => tracing::error!(
+            id = cfg.id,
+            "stopping: the raft log could not be written ({why}); nothing after it is acknowledged"
+        ),
+    }
     leader.abort();
     status.abort();
     compaction.abort();
     raft_server.abort();
-    raft.shutdown()
-        .await
-        .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+    let stopped = raft.shutdown().await;
+    if let Some(why) = log_failure {
+        // openraft may have stopped itself on the error already; the log failure is the news.
+        return Err(CoordinatorError::LogWrite {
+            path: cfg.data_dir.clone(),
+            id: cfg.id,
+            why,
+        });
+    }
+    stopped.map_err(|e| CoordinatorError::Raft(e.to_string()))?;
     Ok(())
 }

@@ -10,6 +10,10 @@
 //!
 //! Reads of indexes at or above `cache_first` come from the cache, which is authoritative there;
 //! older ones from redb. The cache keeps a bounded suffix and drops only entries already durable.
+//!
+//! The first failed write is final: every later write fails with it, unwritten, so the log
+//! on disk never gets a hole that a later batch would then acknowledge past, and
+//! [`LogStore::failed`] tells the node to stop. Opening checks that the log has no hole.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -20,10 +24,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -36,6 +42,36 @@ const LAST_PURGED: &str = "last_purged";
 
 /// Entries kept in memory once durable (newer, not yet durable ones are always kept).
 const CACHE_KEEP: usize = 8192;
+
+/// Environment variable (tests only): the first write of a batch holding this log index or a
+/// later one fails, once, as a failing disk would.
+pub const FAIL_LOG_WRITE_ENV: &str = "P2_COORD_FAIL_LOG_WRITE_AT";
+
+/// How to open a [`LogStore`].
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// The last log index the state machine's snapshot covers: entries up to it may be gone
+    /// (a purge not yet written when the node stopped), entries after it must all be there.
+    pub covered: Option<u64>,
+    /// Fault injection, see [`FAIL_LOG_WRITE_ENV`].
+    pub fail_write_at: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(
+        "the raft log has a hole: entries {missing_from} to {missing_to} are missing, and it \
+         must hold every entry from {from} to its last, {last}"
+    )]
+    Hole {
+        from: u64,
+        missing_from: u64,
+        missing_to: u64,
+        last: u64,
+    },
+}
 
 pub(crate) fn other<E: std::fmt::Display>(e: E) -> io::Error {
     io::Error::other(e.to_string())
@@ -102,10 +138,16 @@ pub struct LogStore {
     db: Arc<Database>,
     view: Arc<Mutex<View>>,
     flusher: mpsc::Sender<Op>,
+    /// The first write error, once there was one.
+    failed: Arc<watch::Sender<Option<String>>>,
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> io::Result<Self> {
+    pub fn new(db: Arc<Database>) -> Result<Self, LogOpenError> {
+        Self::open(db, LogOptions::default())
+    }
+
+    pub fn open(db: Arc<Database>, opts: LogOptions) -> Result<Self, LogOpenError> {
         let tx = db.begin_write().map_err(other)?;
         tx.open_table(LOG).map_err(other)?;
         tx.open_table(META).map_err(other)?;
@@ -123,6 +165,14 @@ impl LogStore {
                 None => (None, last_purged),
             }
         };
+        let from = [last_purged.map(|l| l.index()), opts.covered]
+            .into_iter()
+            .flatten()
+            .max()
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        check_contiguous(&db, from)?;
+        tracing::info!(?last_purged, last = ?last_index, "raft log opened");
         let view = View {
             cache: BTreeMap::new(),
             cache_first: last_index.map(|i| i + 1).unwrap_or(0),
@@ -133,11 +183,50 @@ impl LogStore {
         };
         let view = Arc::new(Mutex::new(view));
         let (flusher, ops) = mpsc::channel();
-        let (fdb, fview) = (db.clone(), view.clone());
+        let failed = Arc::new(watch::channel(None).0);
+        let state = Flusher {
+            db: db.clone(),
+            view: view.clone(),
+            failed: failed.clone(),
+            fail_at: opts.fail_write_at,
+        };
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flush_loop(fdb, fview, ops))?;
-        Ok(Self { db, view, flusher })
+            .spawn(move || state.run(ops))
+            .map_err(LogOpenError::Io)?;
+        Ok(Self {
+            db,
+            view,
+            flusher,
+            failed,
+        })
+    }
+
+    /// Resolves with the first write error: from then on the store writes nothing, and the
+    /// node must stop (openraft alone would keep serving reads and elections).
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut rx = self.failed.subscribe();
+        async move {
+            let why = rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|w| w.clone());
+            match why {
+                Some(why) => why,
+                // The store is gone without a failure: nothing to report, ever.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The last purged log id, as far as this store has been told.
+    pub fn purged(&self) -> io::Result<Option<LogId>> {
+        Ok(self.view()?.last_purged)
+    }
+
+    fn sticky(&self) -> Option<io::Error> {
+        self.failed.borrow().as_deref().map(sticky_err)
     }
 
     fn view(&self) -> io::Result<MutexGuard<'_, View>> {
@@ -147,6 +236,9 @@ impl LogStore {
     }
 
     fn queue(&self, op: Op) -> io::Result<()> {
+        if let Some(e) = self.sticky() {
+            return Err(e);
+        }
         self.flusher
             .send(op)
             .map_err(|_| other("the raft log flusher thread has stopped"))
@@ -172,30 +264,137 @@ fn get_meta<T: DeserializeOwned>(db: &Database, key: &str) -> io::Result<Option<
     }
 }
 
-/// Applies queued writes in order, one fsync'd transaction per batch, then acknowledges them.
-fn flush_loop(db: Arc<Database>, view: Arc<Mutex<View>>, ops: mpsc::Receiver<Op>) {
-    while let Ok(first) = ops.recv() {
-        let mut batch = vec![first];
-        batch.extend(ops.try_iter());
-        let res = write_batch(&db, &batch);
-        let mut durable_seq = 0;
-        for op in batch {
-            let r = res.as_ref().map(|_| ()).map_err(copy_err);
-            match op {
-                Op::Append { seq, done, .. } => {
-                    durable_seq = seq;
-                    done.io_completed(r);
-                }
-                Op::Truncate { done, .. } | Op::Purge { done, .. } | Op::Vote { done, .. } => {
-                    let _ = done.send(r);
+fn sticky_err(why: &str) -> io::Error {
+    other(format!(
+        "the raft log takes no more writes after an earlier one failed: {why}"
+    ))
+}
+
+/// Checks that the log holds every index from `from` to its last entry.
+fn check_contiguous(db: &Database, from: u64) -> Result<(), LogOpenError> {
+    let tx = db.begin_read().map_err(other)?;
+    let table = tx.open_table(LOG).map_err(other)?;
+    let Some(last) = table.last().map_err(other)?.map(|(k, _)| k.value()) else {
+        return Ok(());
+    };
+    if last < from {
+        return Ok(());
+    }
+    // Cheap in the usual case: the table's length is kept, and little or nothing lies below.
+    let mut below = 0u64;
+    for item in table.range::<u64>(..from).map_err(other)? {
+        item.map_err(other)?;
+        below += 1;
+    }
+    let held = table.len().map_err(other)? - below;
+    if held == last - from + 1 {
+        return Ok(());
+    }
+    let mut expect = from;
+    for item in table.range::<u64>(from..).map_err(other)? {
+        let (k, _) = item.map_err(other)?;
+        let k = k.value();
+        if k != expect {
+            return Err(LogOpenError::Hole {
+                from,
+                missing_from: expect,
+                missing_to: k - 1,
+                last,
+            });
+        }
+        expect = k + 1;
+    }
+    Ok(())
+}
+
+/// The lowest and highest index in the raft log stored in `db_path`, which no process may
+/// have open (for tools and tests that inspect a stopped node).
+pub fn stored_log_range(
+    db_path: &std::path::Path,
+) -> io::Result<Option<std::ops::RangeInclusive<u64>>> {
+    let db = Database::open(db_path).map_err(other)?;
+    let tx = db.begin_read().map_err(other)?;
+    let table = match tx.open_table(LOG) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(other(e)),
+    };
+    let first = table.first().map_err(other)?.map(|(k, _)| k.value());
+    let last = table.last().map_err(other)?.map(|(k, _)| k.value());
+    Ok(first.zip(last).map(|(f, l)| f..=l))
+}
+
+/// The flusher thread's state.
+struct Flusher {
+    db: Arc<Database>,
+    view: Arc<Mutex<View>>,
+    failed: Arc<watch::Sender<Option<String>>>,
+    fail_at: Option<u64>,
+}
+
+impl Flusher {
+    /// Applies queued writes in order, one fsync'd transaction per batch, then acknowledges
+    /// them. After the first failure nothing is written any more and everything fails.
+    fn run(mut self, ops: mpsc::Receiver<Op>) {
+        let mut broken: Option<String> = None;
+        while let Ok(first) = ops.recv() {
+            let mut batch = vec![first];
+            batch.extend(ops.try_iter());
+            let res = match &broken {
+                Some(why) => Err(sticky_err(why)),
+                None => self
+                    .injected(&batch)
+                    .and_then(|()| write_batch(&self.db, &batch)),
+            };
+            if let Err(e) = &res
+                && broken.is_none()
+            {
+                let why = e.to_string();
+                tracing::error!(
+                    "raft log write failed: {why}; this node stops taking and acknowledging writes"
+                );
+                // Published before any op of this batch is answered, so nothing queued after
+                // the answer can be written.
+                self.failed.send_replace(Some(why.clone()));
+                broken = Some(why);
+            }
+            let mut durable_seq = 0;
+            for op in batch {
+                let r = res.as_ref().map(|_| ()).map_err(copy_err);
+                match op {
+                    Op::Append { seq, done, .. } => {
+                        durable_seq = seq;
+                        done.io_completed(r);
+                    }
+                    Op::Truncate { done, .. } | Op::Purge { done, .. } | Op::Vote { done, .. } => {
+                        let _ = done.send(r);
+                    }
                 }
             }
+            if res.is_ok()
+                && let Ok(mut v) = self.view.lock()
+            {
+                trim(&mut v, durable_seq);
+            }
         }
-        if res.is_ok()
-            && let Ok(mut v) = view.lock()
-        {
-            trim(&mut v, durable_seq);
+    }
+
+    /// The injected failure, once, for the first batch that reaches its index.
+    fn injected(&mut self, batch: &[Op]) -> io::Result<()> {
+        let Some(at) = self.fail_at else {
+            return Ok(());
+        };
+        let reaches = batch.iter().any(|op| match op {
+            Op::Append { rows, .. } => rows.iter().any(|(i, _)| *i >= at),
+            _ => false,
+        });
+        if reaches {
+            self.fail_at = None;
+            return Err(other(format!(
+                "injected failure writing the batch holding log index {at} ({FAIL_LOG_WRITE_ENV})"
+            )));
         }
+        Ok(())
     }
 }
 
@@ -415,5 +614,130 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.queue_and_wait(|done| Op::Purge { upto, record, done })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::type_config::TypeConfigExt;
+
+    use super::*;
+
+    fn blank(index: u64) -> Entry {
+        openraft::testing::blank_ent::<TypeConfig>(1, 1, index)
+    }
+
+    fn db_in(dir: &tempfile::TempDir) -> Arc<Database> {
+        Arc::new(Database::create(dir.path().join("raft.redb")).unwrap())
+    }
+
+    /// Appends `indexes` and waits until the flusher answers.
+    async fn append(store: &mut LogStore, indexes: std::ops::Range<u64>) -> io::Result<()> {
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(indexes.map(blank), IOFlushed::signal(tx))
+            .await?;
+        rx.await.map_err(other)?
+    }
+
+    fn keys_on_disk(db: &Database) -> Vec<u64> {
+        let tx = db.begin_read().unwrap();
+        let table = tx.open_table(LOG).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|i| i.unwrap().0.value())
+            .collect()
+    }
+
+    /// Before, the batch after a failed one was written and acknowledged: the log on disk
+    /// had a hole, and openraft heard the entries after it were durable.
+    #[tokio::test]
+    async fn the_first_failed_write_fails_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_in(&dir);
+        let opts = LogOptions {
+            fail_write_at: Some(5),
+            ..Default::default()
+        };
+        let mut store = LogStore::open(db.clone(), opts).unwrap();
+        append(&mut store, 0..3).await.unwrap();
+        let failed = store.failed();
+        let err = append(&mut store, 3..6).await.unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        let why = tokio::time::timeout(std::time::Duration::from_secs(5), failed)
+            .await
+            .expect("failed() resolves after the failure");
+        assert!(why.contains("log index 5"), "{why}");
+
+        let later = append(&mut store, 6..8).await.unwrap_err();
+        assert!(later.to_string().contains("no more writes"), "{later}");
+        let vote = store
+            .save_vote(&Vote::new(2, 1))
+            .await
+            .expect_err("a vote after the failure is refused");
+        assert!(vote.to_string().contains("no more writes"), "{vote}");
+        assert_eq!(keys_on_disk(&db), vec![0, 1, 2]);
+    }
+
+    fn write_raw(db: &Database, keys: &[u64], purged: Option<u64>) {
+        let tx = db.begin_write().unwrap();
+        {
+            let mut log = tx.open_table(LOG).unwrap();
+            for &k in keys {
+                log.insert(k, to_bytes(&blank(k)).unwrap().as_slice())
+                    .unwrap();
+            }
+            let mut meta = tx.open_table(META).unwrap();
+            if let Some(p) = purged {
+                let id = openraft::testing::log_id::<TypeConfig>(1, 1, p);
+                meta.insert(LAST_PURGED, to_bytes(&Some(id)).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn opening_a_log_with_a_hole_says_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_in(&dir);
+        write_raw(&db, &[0, 1, 2, 4, 5], None);
+        match LogStore::new(db.clone()) {
+            Err(LogOpenError::Hole {
+                from: 0,
+                missing_from: 3,
+                missing_to: 3,
+                last: 5,
+            }) => {}
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a log with a hole opened"),
+        }
+    }
+
+    #[test]
+    fn entries_after_the_purge_must_all_be_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_in(&dir);
+        write_raw(&db, &[7, 8, 9], Some(4));
+        let err = LogStore::new(db.clone()).err().expect("a hole at 5..6");
+        assert!(
+            err.to_string()
+                .contains("entries 5 to 6 are missing, and it must hold every entry from 5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_gap_the_snapshot_covers_is_no_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_in(&dir);
+        // Purged to 1, snapshot at 6, purge of 2..=6 not yet written when the node stopped.
+        write_raw(&db, &[2, 3, 7, 8], Some(1));
+        let opts = LogOptions {
+            covered: Some(6),
+            ..Default::default()
+        };
+        LogStore::open(db.clone(), opts).map(|_| ()).unwrap();
     }
 }

@@ -156,7 +156,8 @@ impl Registry {
                 .map(|(name, i)| (name, plan.runs[*i].fingerprint))
                 .collect();
             fingerprint(&(def, &inputs, &params, code.id, of_needs))
-        };
+        }
+        .map_err(|e| unfingerprintable(task, node, &e))?;
         let id = RunId { seq: at.seq, n: *n };
         *n += 1;
         plan.events.push((
@@ -643,8 +644,66 @@ fn lost_attempts(r: &RunRecord) -> u32 {
     u32::try_from(lost.len()).unwrap_or(u32::MAX)
 }
 
-fn fingerprint(what: &impl serde::Serialize) -> Hash {
-    Hash::of(serde_json::to_string(what).unwrap_or_default().as_bytes())
+/// What [`fingerprint`] hashes first: a new form gets a new tag, so no two forms collide.
+const FINGERPRINT_TAG: &[u8] = b"plotter2 run fingerprint v1\n";
+
+/// A run's fingerprint: blake3 over [`FINGERPRINT_TAG`] and the canonical JSON of its parts.
+///
+/// Canonical JSON: the parts' `serde_json` value, written with every object's keys sorted by
+/// their bytes, no whitespace, and `serde_json`'s one form for each string and number. JSON
+/// rather than sorted rmp because the parts (task definitions, params) are JSON values already,
+/// and the form then does not depend on field order in Rust structs or on how a map iterates.
+fn fingerprint(what: &impl serde::Serialize) -> Result<Hash, serde_json::Error> {
+    let value = serde_json::to_value(what)?;
+    let mut out = FINGERPRINT_TAG.to_vec();
+    write_canonical(&value, &mut out)?;
+    Ok(Hash::of(&out))
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.push(b':');
+                if let Some(v) = map.get(key) {
+                    write_canonical(v, out)?;
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out)?;
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar)?,
+    }
+    Ok(())
+}
+
+/// The refusal of a run whose parts cannot be fingerprinted: hashing anything less than all
+/// of them could let it reuse an unrelated run's output.
+fn unfingerprintable(task: &str, node: &Address, e: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        plotter2_node::protocol::ErrorKind::Internal,
+        format!(
+            "the run of {task} at {node} is refused: its definition, inputs and params cannot \
+             be encoded for its fingerprint ({e}), and without one it could reuse an unrelated \
+             run's output"
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -839,6 +898,67 @@ mod tests {
         b.apply(cmd, 9).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.runs.len(), 5);
+    }
+
+    #[test]
+    fn fingerprints_come_from_a_canonical_form() {
+        let value = json!({"b": 2.5, "a": [1, {"d": null, "c": "x\"y"}]});
+        let mut out = Vec::new();
+        write_canonical(&value, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":[1,{"c":"x\"y","d":null}],"b":2.5}"#
+        );
+        // Field order in a struct and iteration order of a map do not change it.
+        #[derive(serde::Serialize)]
+        struct Parts {
+            zeta: u32,
+            alpha: &'static str,
+        }
+        assert_eq!(
+            fingerprint(&Parts {
+                zeta: 1,
+                alpha: "x"
+            })
+            .unwrap(),
+            fingerprint(&json!({"alpha": "x", "zeta": 1})).unwrap()
+        );
+        let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+        let hashed: std::collections::HashMap<&str, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        let sorted: BTreeMap<&str, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        assert_eq!(fingerprint(&hashed).unwrap(), fingerprint(&sorted).unwrap());
+        assert_ne!(
+            fingerprint(&json!({"lr": 0.1})).unwrap(),
+            fingerprint(&json!({"lr": 0.2})).unwrap()
+        );
+    }
+
+    /// Before, two runs whose parts failed to encode both hashed "" and so shared a
+    /// fingerprint (and reused each other's outputs); now the run is refused with why.
+    #[test]
+    fn parts_that_cannot_be_encoded_refuse_the_run() {
+        let a: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let b: BTreeMap<(u8, u8), u8> = [((4, 5), 6)].into();
+        let err = fingerprint(&a).unwrap_err();
+        assert!(fingerprint(&b).is_err());
+        let refusal = unfingerprintable("train", &addr("/e"), &err);
+        assert_eq!(refusal.kind, plotter2_node::protocol::ErrorKind::Internal);
+        assert!(
+            refusal
+                .message
+                .contains("the run of train at /e is refused")
+                && refusal.message.contains("key must be a string"),
+            "{}",
+            refusal.message
+        );
     }
 }
 

@@ -126,13 +126,15 @@ async fn leader_killed_five_times_loses_and_duplicates_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
+/// Leaves node 3 behind a log the others have compacted, brings it back, and checks that it
+/// catches up by snapshot, and that restarted after that it replays to the same state.
+async fn catch_up_by_snapshot(env: Vec<(String, String)>) -> Cluster {
     let mut c = Cluster::start(
         3,
         Opts {
             snapshot_every: Some(50),
             keep_logs: Some(0),
+            env,
             ..Default::default()
         },
     )
@@ -189,6 +191,281 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
     )
     .await;
     assert_eq!(request_log(&client).await.len(), 10 + 8 * 40);
+
+    // Restarted, it opens the installed snapshot and replays to the same state.
+    let digest = statuses[0].state_digest.clone();
+    c.coord(3).restart();
+    let again = c.wait_converged(Duration::from_secs(30)).await;
+    assert!(
+        again.iter().all(|s| s.state_digest == digest),
+        "after node 3's restart: {again:#?}"
+    );
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_compacted_log_catches_up_by_snapshot() {
+    catch_up_by_snapshot(Vec::new()).await;
+}
+
+/// With 4 KiB chunks the registry's snapshot takes many; node 3 puts them together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_larger_than_one_chunk_reaches_a_follower() {
+    let chunk = 4096u64;
+    let env = vec![(
+        plotter2_coordinator::network::SNAPSHOT_CHUNK_ENV.to_owned(),
+        chunk.to_string(),
+    )];
+    let mut c = catch_up_by_snapshot(env).await;
+    let log = strip_ansi(&c.coord(3).log_text());
+    let received: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|l| l.contains("snapshot received"))
+        .map(|l| (field(l, "bytes="), field(l, "chunks=")))
+        .collect();
+    let &(bytes, chunks) = received
+        .last()
+        .unwrap_or_else(|| panic!("node 3 logged no received snapshot:\n{log}"));
+    assert!(bytes > 4 * chunk, "the snapshot is only {bytes} bytes");
+    assert_eq!(
+        chunks,
+        bytes.div_ceil(chunk),
+        "{bytes} bytes in {chunks} chunks"
+    );
+}
+
+/// `text` without terminal colour codes (the log may have them).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            // ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// The number after `key` in a log line.
+fn field(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        + key.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {key} in {line:?}"))
+}
+
+/// A follower whose raft log write fails stops at once, having stored (and so acknowledged)
+/// nothing from the failed batch on; the other two go on committing; restarted, it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_write_stops_the_node_and_the_others_go_on() {
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            write_timeout: Some(2.0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = c.client().await.with_deadline(Duration::from_secs(30));
+    for i in 0..10 {
+        client.call(new_op(&format!("/f/early{i}"))).await.unwrap();
+    }
+    let applied = c.wait_converged(Duration::from_secs(10)).await[0]
+        .applied_index
+        .unwrap();
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let victim = c
+        .coords
+        .iter()
+        .map(|x| x.id)
+        .find(|&id| id != leader)
+        .unwrap();
+    let fail_at = applied + 20;
+    c.coord(victim).env = vec![(
+        plotter2_coordinator::log_store::FAIL_LOG_WRITE_ENV.to_owned(),
+        fail_at.to_string(),
+    )];
+    c.coord(victim).restart();
+    c.wait_converged(Duration::from_secs(20)).await;
+
+    for i in 0..60 {
+        client.call(new_op(&format!("/f/mid{i}"))).await.unwrap();
+    }
+    let status = c.coord(victim).wait_exit(Duration::from_secs(20)).await;
+    assert!(!status.success(), "it exited with {status}");
+    let log = strip_ansi(&c.coord(victim).log_text());
+    assert!(
+        log.contains("raft log write failed")
+            && log.contains("stopped because writing its raft log"),
+        "{log}"
+    );
+    // Nothing at or after the failed index reached its disk (before, later batches did, and
+    // were acknowledged over the hole).
+    let stored = plotter2_coordinator::log_store::stored_log_range(
+        &c.coord(victim).data_dir().join("raft.redb"),
+    )
+    .unwrap()
+    .expect("it stored entries before the failure");
+    assert!(
+        *stored.end() < fail_at,
+        "it stored entries up to {} though writing {fail_at} failed",
+        stored.end()
+    );
+
+    for i in 0..20 {
+        client.call(new_op(&format!("/f/late{i}"))).await.unwrap();
+    }
+    let two = c.wait_converged(Duration::from_secs(20)).await;
+    assert_eq!(two.len(), 2);
+    assert!(
+        two.iter()
+            .all(|s| s.id != victim && s.state_digest == two[0].state_digest)
+    );
+
+    c.coord(victim).env.clear();
+    c.coord(victim).restart();
+    let all = c.wait_converged(Duration::from_secs(30)).await;
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.iter().all(|s| s.state_digest == all[0].state_digest),
+        "{all:#?}"
+    );
+    assert_eq!(request_log(&client).await.len(), 10 + 60 + 20);
+}
+
+/// With appends split into parts of 2 KiB, a follower that comes back behind 200 entries gets
+/// them in many consecutive appends, and ends with the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_gets_a_large_append_in_parts() {
+    let env = vec![(
+        plotter2_coordinator::network::APPEND_PART_ENV.to_owned(),
+        "2048".to_owned(),
+    )];
+    let mut c = Cluster::start(
+        3,
+        Opts {
+            env,
+            ..Default::default()
+        },
+    )
+    .await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let behind = c
+        .coords
+        .iter()
+        .map(|x| x.id)
+        .find(|&id| id != leader)
+        .unwrap();
+    c.coord(behind).kill9();
+    let client = c.client().await;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                client.call(new_op(&format!("/p/t{t}/n{i}"))).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.coord(behind).restart();
+    let s = c.wait_converged(Duration::from_secs(30)).await;
+    assert_eq!(s.len(), 3);
+    assert!(
+        s.iter().all(|x| x.state_digest == s[0].state_digest),
+        "{s:#?}"
+    );
+    let leader_log = strip_ansi(&c.coord(leader).log_text());
+    let split: Vec<u64> = leader_log
+        .lines()
+        .filter(|l| {
+            l.contains("sending a large append in parts") && l.contains(&format!("target={behind}"))
+        })
+        .map(|l| field(l, "parts="))
+        .collect();
+    assert!(
+        split.iter().any(|&n| n > 10),
+        "the leader split no large append to node {behind}: {split:?}"
+    );
+    assert_eq!(request_log(&client).await.len(), 200);
+}
+
+/// The coordinator's peak virtual memory, from /proc.
+fn vm_peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmPeak:"))
+        .expect("VmPeak in /proc/<pid>/status");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"))
+}
+
+/// A raw TCP client claims huge frames on the raft port: the coordinator closes the
+/// connection without reserving the memory claimed, and goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_frame_header_on_the_raft_port_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let target = c
+        .coords
+        .iter()
+        .map(|x| x.id)
+        .find(|&id| id != leader)
+        .unwrap();
+    let (addr, pid) = {
+        let t = c.coord(target);
+        (t.raft_addr.clone(), t.pid().unwrap())
+    };
+    let before = vm_peak_kib(pid);
+    // 1 GiB as a vote (kind 2), then 1 MiB as a vote: over every limit, then over a vote's.
+    for len in [(1u32 << 30) - 1, 1 << 20] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut header = len.to_be_bytes().to_vec();
+        header.push(2);
+        conn.write_all(&header).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("a {len}-byte claim kept the connection open"));
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "it answered a {len}-byte claim: {read:?}"
+        );
+    }
+    let after = vm_peak_kib(pid);
+    assert!(
+        after < before + 512 * 1024,
+        "its peak virtual memory grew from {before} KiB to {after} KiB"
+    );
+    assert!(crate::support::alive(pid as i32), "the coordinator died");
+    let client = c.client().await;
+    client.call(new_op("/after-the-claims")).await.unwrap();
+    let s = c.wait_converged(Duration::from_secs(10)).await;
+    assert_eq!(s.len(), 3);
+    assert!(
+        s.iter().all(|x| x.state_digest == s[0].state_digest),
+        "{s:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

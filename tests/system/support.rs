@@ -200,6 +200,8 @@ impl Drop for Nats {
 pub struct Coord {
     pub id: u64,
     pub raft_addr: String,
+    /// Extra environment for its next starts.
+    pub env: Vec<(String, String)>,
     args: Vec<String>,
     dir: PathBuf,
     child: Option<Child>,
@@ -210,11 +212,12 @@ impl Coord {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("coordinator-{}.log", self.id)))
+            .open(self.log_path())
             .unwrap();
         let child = Command::new(BIN)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -225,6 +228,42 @@ impl Coord {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Where its stdout and stderr go (appended across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("coordinator-{}.log", self.id))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Its registry directory (`<home>/registry/<id>`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("registry").join(self.id.to_string())
+    }
+
+    /// Waits for the process to exit by itself, or panics after `limit` with its log's tail.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut().expect("coordinator running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "coordinator {} did not exit within {limit:?}; its log ends:\n{}",
+                    self.id,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -269,6 +308,8 @@ pub struct Opts {
     pub keep_logs: Option<u64>,
     pub write_timeout: Option<f64>,
     pub lost_after: Option<f64>,
+    /// Environment for every coordinator.
+    pub env: Vec<(String, String)>,
 }
 
 /// NATS plus N coordinators, node 1 initializing the cluster.
@@ -322,6 +363,7 @@ impl Cluster {
             let mut c = Coord {
                 id,
                 raft_addr: addr.clone(),
+                env: opts.env.clone(),
                 args,
                 dir: dir.path().to_owned(),
                 child: None,
@@ -351,6 +393,7 @@ impl Cluster {
         let mut c = Coord {
             id,
             raft_addr: addr.clone(),
+            env: Vec::new(),
             args,
             dir: self.dir.path().to_owned(),
             child: None,
