@@ -260,9 +260,10 @@ pub struct WorkerArgs {
     /// Runs at once
     #[arg(long, default_value_t = 4)]
     pub slots: usize,
-    /// Name in run records: letters, digits, - and _ (default: host name and pid)
+    /// Name in run records and NATS subjects: letters, digits, - and _ (default: host name
+    /// and pid)
     #[arg(long)]
-    pub name: Option<String>,
+    pub name: Option<plotter2_node::WorkerName>,
 }
 
 #[derive(Args, Debug, Clone)]

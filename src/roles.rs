@@ -200,7 +200,11 @@ fn role_name(flag: Option<String>) -> Result<String> {
 
 pub async fn run_worker(global: &Global, args: &WorkerArgs) -> Result<()> {
     let home = Home::resolve(global.home.clone())?;
-    let name = role_name(args.name.clone())?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => plotter2_node::WorkerName::parse(&default_name())
+            .context("the default worker name (host name and pid); choose one with --name")?,
+    };
     if args.slots == 0 {
         bail!("--slots must be at least 1");
     }

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use plotter2_node::Address;
 use plotter2_node::protocol::{
     self, AttemptUpdate, HeldAttempts, RequestId, RunId, UserName, WriteOp, worker_subject,
 };
+use plotter2_node::{Address, WorkerName};
 
 use crate::api::now_ms;
 use crate::state_machine::StateMachine;
@@ -133,8 +133,12 @@ enum Answer {
 }
 
 async fn ask(nats: &async_nats::Client, worker: &str) -> Answer {
+    // Workers take only valid names, so one that is not cannot answer: it is gone.
+    let Ok(name) = WorkerName::parse(worker) else {
+        return Answer::Absent;
+    };
     let asked =
-        tokio::time::timeout(ASK_FOR, nats.request(worker_subject(worker), Bytes::new())).await;
+        tokio::time::timeout(ASK_FOR, nats.request(worker_subject(&name), Bytes::new())).await;
     match asked {
         Ok(Ok(msg)) => match protocol::decode::<HeldAttempts>(&msg.payload) {
             Ok(h) => Answer::Holds(h.attempts.into_iter().collect()),

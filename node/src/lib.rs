@@ -3,7 +3,7 @@
 //! Owns the vocabulary of the system: [`Address`] and its subject mapping, node configuration
 //! keys and inheritance ([`nodeconf`]), the bundle [`manifest`], the wire [`protocol`], the
 //! request [`client`], the [`home`] layout, [`telemetry`] set-up, and a bundle on a filesystem
-//! ([`tree`]: scan, copy, materialise).
+//! ([`tree`]: scan, copy, materialise), and the names that become subjects ([`WorkerName`]).
 //!
 //! Must not touch: raft, storage of the registry, or any role's behaviour. Roles talk to each
 //! other only through the types defined here.
@@ -43,7 +43,9 @@ pub mod store;
 pub mod sweep;
 pub mod telemetry;
 pub mod tree;
+pub mod worker_name;
 
 pub use address::{Address, AddressError};
 pub use client::{Client, ClientError};
 pub use home::{ClusterFile, Home};
+pub use worker_name::{WorkerName, WorkerNameError};

@@ -731,9 +731,9 @@ pub fn log_request_subject(run: &RunId) -> String {
 }
 
 /// Every worker answers here, with the attempts it holds ([`HeldAttempts`]), so the leader
-/// can tell an attempt that runs long from one whose worker is gone. Worker names are
-/// letters, digits, `-` and `_`, which are safe in a subject.
-pub fn worker_subject(worker: &str) -> String {
+/// can tell an attempt that runs long from one whose worker is gone. A
+/// [`crate::WorkerName`] is one subject token.
+pub fn worker_subject(worker: &crate::WorkerName) -> String {
     format!("p2.worker.{worker}")
 }
 

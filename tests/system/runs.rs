@@ -608,3 +608,183 @@ async fn a_large_sweep_waits_and_lists_whole() {
         &text[text.len().saturating_sub(300)..]
     );
 }
+
+/// `plotter2 up` on a home, stopped (SIGTERM, then its children) however the test ends.
+struct Up {
+    home: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Up {
+    fn stop(&mut self) {
+        let tree = crate::up::children(&self.home);
+        // SAFETY: kill(2) on the process we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + LIMIT;
+        while self.child.try_wait().ok().flatten().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.wait();
+        crate::up::wait_gone(&tree);
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            for pid in crate::up::children(&self.home) {
+                // SAFETY: kill(2) on a child of our `up`.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `plotter2 ARGS` on `home`, killed when it has not ended within `limit`.
+fn cli_within(home: &std::path::Path, args: &[&str], limit: Duration) -> (bool, String) {
+    let out = home.with_extension(format!("{}.out", args[0]));
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args(args)
+        .env_remove("P2_NATS")
+        .env("P2_HOME", home)
+        .env("P2_USER", "tali")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::from(
+            std::fs::OpenOptions::new().append(true).open(&out).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    match status {
+        Some(s) => (s.success(), text),
+        None => (
+            false,
+            format!("still running after {limit:?}; it printed:\n{text}"),
+        ),
+    }
+}
+
+/// Issue 9: `plotter2 up --workers 2` on a fresh home, a code bundle pushed, a sweep of five
+/// runs. Both worker processes share `<home>/service/.cache` and fill it for the new code at
+/// the same moment; one run used to fail with "set-up failed: …/.cache/<hash>/…: No such
+/// file or directory". Every run must succeed, on each of three fresh homes.
+#[test]
+fn two_workers_of_one_home_run_a_sweep_of_new_code() {
+    let data: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| {
+            (
+                format!("data/part{i}.csv"),
+                format!("{i},{i}\n").into_bytes(),
+            )
+        })
+        .collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("train.sh", TRAIN_SH)];
+    files.extend(data.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
+    let addr = "/sources/tali/experiment2";
+    for round in 1..=3 {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let child = crate::up::start_up_with(
+            &home,
+            crate::support::free_port(),
+            &["--coordinators", "1", "--workers", "2"],
+        );
+        let mut up = Up {
+            home: home.clone(),
+            child,
+        };
+        let code = dir.path().join("code");
+        write_bundle(&code, Some(&code_manifest()), &files);
+        let (ok, out, err) = crate::up::cli(&home, &["push", code.to_str().unwrap(), addr]);
+        assert!(ok, "round {round}: push: {out}{err}");
+        let sweep = "lr=0.1,0.2,0.15,0.05,0.01";
+        let (ok, out) = cli_within(
+            &home,
+            &["run", addr, "train", "--sweep", sweep, "--wait"],
+            LIMIT,
+        );
+        assert!(ok, "round {round}: not every run succeeded:\n{out}");
+        assert_eq!(out.matches("succeeded").count(), 5, "round {round}:\n{out}");
+        let (ok, weights, err) = crate::up::cli(
+            &home,
+            &["get", &format!("{addr}/sweep-1/lr=0.05@latest:weights.csv")],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(weights, "lr,0.05\n");
+        // One complete entry for the one code bundle, and nothing half-built beside it.
+        let entries: Vec<String> = std::fs::read_dir(home.join("service/.cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(entries.len(), 1, "round {round}: {entries:?}");
+        assert_eq!(entries[0].len(), 64, "a bundle id's hex: {entries:?}");
+        up.stop();
+    }
+}
+
+/// A set-up failure on the worker's side (here its cache folder cannot be made) is not the
+/// run's end: the worker retries set-up, then hands the attempt back as lost, and the run is
+/// queued again; once the cause is gone the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_up_failure_of_the_worker_is_retried_not_the_end_of_the_run() {
+    let tasks = serde_json::json!({
+        "once": {"kind": "command", "run": ["sh", "-c", "echo done > {out}/done.txt"]}
+    });
+    let Lab {
+        c,
+        w1,
+        store: _store,
+        stager,
+    } = lab(Opts::default(), tasks, &[("README", b"once")], "/setup").await;
+    // A file where the cache folder goes: every fill fails with "File exists".
+    let blocker = w1.home.join("service/.cache");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"in the way").unwrap();
+    c.cli_ok(&["run", "/setup", "once"]);
+    let client = c.client().await;
+    let lost = wait_for(
+        Duration::from_secs(150),
+        "the first attempt to be handed back",
+        || async {
+            runs_of(&client, "/setup")
+                .await
+                .into_iter()
+                .find(|r| r.attempts.first().is_some_and(|a| a.lost))
+        },
+    )
+    .await;
+    assert!(!lost.state.is_finished(), "queued again: {lost:?}");
+    let reason = lost.attempts[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("worker w1: set-up failed") && reason.contains(".cache"),
+        "{reason}"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let runs = wait_runs_ended(&client, "/setup", 1, Duration::from_secs(120)).await;
+    let r = &runs[0];
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.reason);
+    assert!(r.attempt >= 2, "{:?}", r.attempts);
+    assert_eq!(
+        stager.cli_ok(&["get", "/setup@latest:done.txt"]),
+        "done\n",
+        "the output of the attempt that ran"
+    );
+}

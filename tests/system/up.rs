@@ -10,15 +10,16 @@ use crate::support::{BIN, cli_env, free_port};
 
 /// Starts `plotter2 up` and waits for its "ready" line.
 fn start_up(home: &Path, port: u16, coordinators: u8) -> Child {
+    start_up_with(home, port, &["--coordinators", &coordinators.to_string()])
+}
+
+/// Starts `plotter2 up` with `args` and waits for its "ready" line.
+pub(crate) fn start_up_with(home: &Path, port: u16, args: &[&str]) -> Child {
     let mut child = Command::new(BIN)
         .args(["up", "--home"])
         .arg(home)
-        .args([
-            "--nats-port",
-            &port.to_string(),
-            "--coordinators",
-            &coordinators.to_string(),
-        ])
+        .args(["--nats-port", &port.to_string()])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(home.with_extension("stderr")).unwrap())
         .spawn()
@@ -51,7 +52,7 @@ fn start_up(home: &Path, port: u16, coordinators: u8) -> Child {
     child
 }
 
-fn children(home: &Path) -> Vec<i32> {
+pub(crate) fn children(home: &Path) -> Vec<i32> {
     std::fs::read_to_string(home.join("log/children.pids"))
         .unwrap()
         .lines()
@@ -59,7 +60,7 @@ fn children(home: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn wait_gone(pids: &[i32]) {
+pub(crate) fn wait_gone(pids: &[i32]) {
     let deadline = Instant::now() + Duration::from_secs(15);
     for pid in pids {
         while Path::new(&format!("/proc/{pid}")).exists() {
@@ -74,7 +75,7 @@ fn wait_gone(pids: &[i32]) {
     }
 }
 
-fn cli(home: &Path, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn cli(home: &Path, args: &[&str]) -> (bool, String, String) {
     cli_env(
         args,
         &[("P2_HOME", home.to_str().unwrap()), ("P2_USER", "tali")],

@@ -2,27 +2,40 @@
 //! sandbox, substitute `{param}` and `{out}` in its argv, run it in its own process group with
 //! a clean environment, log stdout and stderr, enforce the timeout and the log limit, and turn
 //! `{out}` into an output bundle.
+//!
+//! Set-up (code, sandbox, needed outputs) that fails for a reason that may pass (the network,
+//! the store, the disk, a cache entry gone) is retried here with the shared backoff, and
+//! when it still fails the attempt is handed back to be run again ([`Ended::Retry`]): such a
+//! failure is the worker's, not the task's, and must not end the run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
-use plotter2_node::Address;
 use plotter2_node::bundle::Hash;
 use plotter2_node::client::Client;
 use plotter2_node::manifest::TaskKind;
-use plotter2_node::protocol::{Op, ReadOp, Reply, RunOutcome, RunOutput, RunRecord};
+use plotter2_node::protocol::{BundleDetail, Op, ReadOp, Reply, RunOutcome, RunOutput, RunRecord};
+use plotter2_node::retry::{Backoff, Classify};
 use plotter2_node::store::BlobStore;
+use plotter2_node::{Address, WorkerName};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
 use crate::WorkerError;
+use crate::cache::CodeCache;
 use crate::guard::Guard;
 use crate::log::{LOG_LIMIT, LiveLog};
 
 /// How much of the log's end a failure reason quotes.
 const TAIL_BYTES: usize = 2000;
+
+/// Set-up retries on this worker, before the attempt is handed back to run again (perhaps
+/// elsewhere): long enough for a leader election or a store that restarts.
+const SETUP_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+    .with_deadline(Duration::from_secs(60));
 
 /// Where a worker keeps things.
 #[derive(Debug, Clone)]
@@ -31,9 +44,8 @@ pub struct Sandboxes {
     pub root: PathBuf,
     pub store: BlobStore,
     pub nats_url: String,
-    /// Code bundles already in the cache. Held while one is fetched: attempts of the same
-    /// code wait for the first.
-    cached: Arc<tokio::sync::Mutex<HashSet<Hash>>>,
+    /// Code bundles by id, in `<root>/.cache`.
+    code: Arc<CodeCache>,
     /// Kills the tasks if this worker dies.
     pub guard: Arc<Guard>,
     /// Programs found on PATH: name → executable.
@@ -43,10 +55,10 @@ pub struct Sandboxes {
 impl Sandboxes {
     pub fn new(root: PathBuf, store: BlobStore, nats_url: String, guard: Guard) -> Self {
         Self {
+            code: Arc::new(CodeCache::new(root.join(".cache"))),
             root,
             store,
             nats_url,
-            cached: Default::default(),
             guard: Arc::new(guard),
             programs: Default::default(),
         }
@@ -80,63 +92,81 @@ impl Sandboxes {
         Some(found)
     }
 
-    fn cache(&self, code: &Hash) -> PathBuf {
-        self.root.join(".cache").join(code.hex())
-    }
-
     /// The sandbox of one attempt (kept afterwards, with its log).
-    pub fn sandbox(&self, run: &RunRecord, attempt: u32, worker: &str) -> PathBuf {
+    pub fn sandbox(&self, run: &RunRecord, attempt: u32, worker: &WorkerName) -> PathBuf {
         self.root.join(format!("{}-a{attempt}-{worker}", run.id))
     }
 }
 
-/// How an attempt ended, and its log.
-pub struct Ended {
-    pub outcome: RunOutcome,
-    /// stdout+stderr, stored as a blob (none when empty).
-    pub log: Option<Hash>,
+/// How an attempt ended.
+pub enum Ended {
+    /// It ran, or could not for a reason of the task's own: its outcome, and its log
+    /// (stdout+stderr, stored as a blob; none when empty).
+    Finished {
+        outcome: RunOutcome,
+        log: Option<Hash>,
+    },
+    /// The worker could not set it up, or record what it did, for a reason that may pass:
+    /// the run should be queued again.
+    Retry { reason: String },
 }
 
-/// Runs one attempt and says how it ended. Set-up failures (missing executable, undefined
-/// param, unreadable code) are failures of the attempt, with the reason in its log.
+/// Runs one attempt and says how it ended. Set-up failures of the task's own (missing
+/// executable, undefined param, a code bundle gone) are failures of the attempt, with the
+/// reason in its log; passing ones are retried, then handed back ([`Ended::Retry`]).
 pub async fn attempt(
     boxes: &Sandboxes,
     client: &Client,
     run: &RunRecord,
     attempt: u32,
-    worker: &str,
+    worker: &WorkerName,
     cancelled: impl Future<Output = ()>,
 ) -> Ended {
     if run.definition.kind != TaskKind::Command {
-        return Ended {
+        return Ended::Finished {
             outcome: native(run),
             log: None,
         };
     }
     let sandbox = boxes.sandbox(run, attempt, worker);
     let log_path = sandbox.join("log.txt");
-    let outcome = match prepare_and_run(boxes, client, run, &sandbox, &log_path, cancelled).await {
+    let what = format!("setting up run {} (attempt {attempt})", run.id);
+    let ran = match SETUP_RETRY
+        .retry(&what, || prepare(boxes, client, run, &sandbox))
+        .await
+    {
+        Ok(ready) => execute(boxes, client, run, &sandbox, &log_path, ready, cancelled)
+            .await
+            .map_err(|e| (e.is_transient(), e.to_string())),
+        Err(e) => Err((e.is_transient(), format!("set-up failed: {e}"))),
+    };
+    let outcome = match ran {
         Ok(o) => o,
-        Err(e) => RunOutcome::Failed {
-            exit: None,
-            reason: format!("set-up failed: {e}"),
-        },
+        Err((true, reason)) => {
+            note_in_log(&log_path, &reason).await;
+            return Ended::Retry { reason };
+        }
+        Err((false, reason)) => RunOutcome::Failed { exit: None, reason },
     };
     if let RunOutcome::Failed { reason, .. } = &outcome {
         // The reason goes into the attempt's log too, so the log alone tells the story.
-        if let Ok(mut f) = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .await
-        {
-            let _ = f
-                .write_all(format!("\n[plotter2] {reason}\n").as_bytes())
-                .await;
-        }
+        note_in_log(&log_path, reason).await;
     }
     let log = store_log(boxes, &log_path).await;
-    Ended { outcome, log }
+    Ended::Finished { outcome, log }
+}
+
+async fn note_in_log(log_path: &Path, reason: &str) {
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .await
+    {
+        let _ = f
+            .write_all(format!("\n[plotter2] {reason}\n").as_bytes())
+            .await;
+    }
 }
 
 /// Tasks that run inside the worker, without a process. Only the empty pipeline exists yet:
@@ -159,14 +189,21 @@ fn native(run: &RunRecord) -> RunOutcome {
     }
 }
 
-async fn prepare_and_run(
+/// A sandbox ready to run in.
+struct Prepared {
+    /// `{out}`, empty.
+    out: PathBuf,
+    /// task → folder holding its output, for `{needs.<task>.out}`.
+    needs: Vec<(String, PathBuf)>,
+}
+
+/// Fills the sandbox afresh: the code tree, an empty `{out}`, the needed outputs.
+async fn prepare(
     boxes: &Sandboxes,
     client: &Client,
     run: &RunRecord,
     sandbox: &Path,
-    log_path: &Path,
-    cancelled: impl Future<Output = ()>,
-) -> Result<RunOutcome, WorkerError> {
+) -> Result<Prepared, WorkerError> {
     let code = code_tree(boxes, client, run).await?;
     let out = sandbox.join("out");
     {
@@ -183,11 +220,22 @@ async fn prepare_and_run(
             std::fs::create_dir_all(&out).map_err(io(&out))?;
             Ok(())
         })
-        .await
-        .map_err(|e| WorkerError::Io(e.to_string()))??;
+        .await??;
     }
     let needs = needed_outputs(boxes, client, run, sandbox).await?;
+    Ok(Prepared { out, needs })
+}
 
+/// Runs the task in its prepared sandbox.
+async fn execute(
+    boxes: &Sandboxes,
+    client: &Client,
+    run: &RunRecord,
+    sandbox: &Path,
+    log_path: &Path,
+    Prepared { out, needs }: Prepared,
+    cancelled: impl Future<Output = ()>,
+) -> Result<RunOutcome, WorkerError> {
     let argv = match substitute(&run.definition.run, &run.params, &out, &needs) {
         Ok(a) => a,
         Err(reason) => {
@@ -334,51 +382,47 @@ async fn log_tail(path: &Path) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-/// The code bundle's tree in the cache, fetched once per bundle id.
+/// The code bundle's tree in the cache, fetched once per bundle id (and home).
 async fn code_tree(
     boxes: &Sandboxes,
     client: &Client,
     run: &RunRecord,
 ) -> Result<PathBuf, WorkerError> {
-    let dir = boxes.cache(&run.code);
-    let mut cached = boxes.cached.lock().await;
-    if cached.contains(&run.code) || tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-        cached.insert(run.code);
-        return Ok(dir);
-    }
-    let Reply::Node(view) = client
-        .call(Op::Read(ReadOp::Show {
-            addr: run.defined_at.clone(),
-        }))
-        .await?
-    else {
-        return Err(WorkerError::Io("unexpected answer to show".into()));
-    };
-    let version = view
-        .bundles
-        .iter()
-        .find(|b| b.id == run.code)
-        .map(|b| b.version)
-        .ok_or_else(|| {
-            WorkerError::Io(format!(
-                "code bundle {} is no longer at {}",
-                run.code, run.defined_at
-            ))
-        })?;
-    fetch_bundle(boxes, client, &run.defined_at, version, run.code, &dir).await?;
-    cached.insert(run.code);
-    Ok(dir)
+    boxes
+        .code
+        .get_or_fill(&run.code, |building| async move {
+            let Reply::Node(view) = client
+                .call(Op::Read(ReadOp::Show {
+                    addr: run.defined_at.clone(),
+                }))
+                .await?
+            else {
+                return Err(WorkerError::Unexpected { request: "show" });
+            };
+            let version = view
+                .bundles
+                .iter()
+                .find(|b| b.id == run.code)
+                .map(|b| b.version)
+                .ok_or_else(|| WorkerError::CodeGone {
+                    code: run.code,
+                    addr: run.defined_at.clone(),
+                })?;
+            let detail = bundle_detail(client, &run.defined_at, version, run.code).await?;
+            // Into a folder of its own that nobody reads yet: the cache places it.
+            plotter2_node::tree::materialise(&boxes.store, &detail, &building, false).await?;
+            Ok(())
+        })
+        .await
 }
 
-/// Materialises version `version` of `addr`, which must be bundle `id`, at `dest`.
-async fn fetch_bundle(
-    boxes: &Sandboxes,
+/// Version `version` of `addr`, which must be bundle `id`.
+async fn bundle_detail(
     client: &Client,
     addr: &Address,
     version: u64,
     id: Hash,
-    dest: &Path,
-) -> Result<(), WorkerError> {
+) -> Result<BundleDetail, WorkerError> {
     let Reply::Bundle(detail) = client
         .call(Op::Read(ReadOp::Bundle {
             addr: addr.clone(),
@@ -386,17 +430,17 @@ async fn fetch_bundle(
         }))
         .await?
     else {
-        return Err(WorkerError::Io("unexpected answer to bundle".into()));
+        return Err(WorkerError::Unexpected { request: "bundle" });
     };
     if detail.version.id != id {
-        return Err(WorkerError::Io(format!(
-            "{addr}@{version} is {}, not the bundle {id} this run was given",
-            detail.version.id
-        )));
+        return Err(WorkerError::WrongBundle {
+            addr: addr.clone(),
+            version,
+            found: detail.version.id,
+            expected: id,
+        });
     }
-    // `replace` builds beside the final name and renames: concurrent attempts are safe.
-    plotter2_node::tree::materialise(&boxes.store, &detail, dest, true).await?;
-    Ok(())
+    Ok(detail)
 }
 
 /// The outputs of the runs this one needs, each in `<sandbox>/needs/<task>` (empty when the
@@ -411,7 +455,11 @@ async fn needed_outputs(
     for need in &run.needs {
         let dir = sandbox.join("needs").join(&need.task);
         match &need.output {
-            Some(b) => fetch_bundle(boxes, client, &run.node, b.version, b.id, &dir).await?,
+            Some(b) => {
+                let detail = bundle_detail(client, &run.node, b.version, b.id).await?;
+                // The sandbox is this attempt's alone; replace whatever the code put there.
+                plotter2_node::tree::materialise(&boxes.store, &detail, &dir, true).await?;
+            }
             None => tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(WorkerError::io(&dir))?,
@@ -551,9 +599,8 @@ async fn store_output(
     let scanned = tokio::task::spawn_blocking(move || {
         plotter2_node::tree::scan(&root, Some(&node), plotter2_node::tree::default_threads())
     })
-    .await
-    .map_err(|e| WorkerError::Io(e.to_string()))?
-    .map_err(|e| WorkerError::Io(format!("the output in {{out}} is not a valid bundle: {e}")))?;
+    .await?
+    .map_err(WorkerError::BadOutput)?;
     for (entry, file) in scanned.entries() {
         boxes
             .store

@@ -20,15 +20,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use plotter2_node::Address;
 use plotter2_node::client::Client;
 use plotter2_node::protocol::{
-    self, AttemptUpdate, HeldAttempts, Op, ReadOp, Reply, RunId, RunRecord, TASK_PREFIX,
-    TASK_STREAM, TaskMessage, worker_subject,
+    self, AttemptUpdate, HeldAttempts, Op, ReadOp, Reply, RunId, RunOutcome, RunRecord,
+    TASK_PREFIX, TASK_STREAM, TaskMessage, worker_subject,
 };
+use plotter2_node::retry::{Backoff, Classify};
+use plotter2_node::{Address, WorkerName};
 
 use crate::WorkerError;
-use crate::execute::{self, Sandboxes};
+use crate::execute::{self, Ended, Sandboxes};
 use crate::report::{NotApplied, Reporter};
 
 /// A delivery not acknowledged (or kept alive) for this long goes to another worker.
@@ -36,11 +37,16 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 /// How long a finished attempt's result is offered to unreachable coordinators before its
 /// delivery is given up (and so runs again elsewhere).
 const REPORT_FOR: Duration = Duration::from_secs(600);
+/// Reports of a result, until [`REPORT_FOR`].
+const REPORT_RETRY: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).with_deadline(REPORT_FOR);
+/// Pulls from the work queue, and the wait for the leader to create it.
+const QUEUE_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Names this worker in run records (letters, digits, - and _).
-    pub name: String,
+    /// Names this worker in run records and in its liveness subject.
+    pub name: WorkerName,
     pub serve: Address,
     pub slots: usize,
     pub client: Client,
@@ -81,16 +87,13 @@ pub async fn run(
             },
         )
         .await
-        .map_err(|e| {
-            let text = e.to_string();
+        .map_err(|source| {
+            let text = source.to_string();
+            let serve = config.serve.clone();
             if text.contains("not unique") || text.contains("overlap") {
-                WorkerError::Pool(format!(
-                    "cannot serve {}: another worker pool serves an overlapping subtree ({text}). \
-                     Pools must not overlap: serve disjoint subtrees, or exactly the same address to share one pool",
-                    config.serve
-                ))
+                WorkerError::Overlapping { serve, source }
             } else {
-                WorkerError::JetStream(format!("consumer for {}: {text}", config.serve))
+                WorkerError::Consumer { serve, source }
             }
         })?;
     let held = Held::default();
@@ -115,6 +118,7 @@ pub async fn run(
         room: tokio::sync::Notify::new(),
     });
     let work = async {
+        let mut failing = QUEUE_RETRY.start();
         loop {
             // Pull only what the slots can start soon: the free slots, plus as many more as
             // they would start within CLAIM_AHEAD at the recent pace. Long runs so never
@@ -135,10 +139,16 @@ pub async fn run(
                 .messages()
                 .await;
             let mut batch = match batch {
-                Ok(b) => b,
+                Ok(b) => {
+                    failing = QUEUE_RETRY.start();
+                    b
+                }
                 Err(e) => {
-                    tracing::warn!("fetching runs: {e}; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    // The queue is unreachable (NATS restarting): wait, then pull again
+                    // (QUEUE_RETRY has no deadline).
+                    let wait = failing.next_delay().unwrap_or(Duration::from_secs(2));
+                    tracing::warn!("fetching runs: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
@@ -252,7 +262,7 @@ impl Drop for HeldGuard {
 }
 
 /// Answers `p2.worker.<name>` with the attempts held.
-async fn answer_liveness(nats: async_nats::Client, name: String, held: Held) {
+async fn answer_liveness(nats: async_nats::Client, name: WorkerName, held: Held) {
     let subject = worker_subject(&name);
     let mut sub = match nats.subscribe(subject.clone()).await {
         Ok(s) => s,
@@ -276,17 +286,19 @@ async fn plotter2_coordinator_stream(
     js: &jetstream::Context,
 ) -> Result<jetstream::stream::Stream, WorkerError> {
     // The leader creates the stream; a worker that starts first waits for it.
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match js.get_stream(TASK_STREAM).await {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                tracing::info!("waiting for stream {TASK_STREAM}: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
+    QUEUE_RETRY
+        .retry(
+            &format!("waiting for the work queue {TASK_STREAM}"),
+            || async {
+                js.get_stream(TASK_STREAM)
+                    .await
+                    .map_err(|source| WorkerError::Stream {
+                        stream: TASK_STREAM,
+                        source,
+                    })
+            },
+        )
+        .await
 }
 
 /// One delivery: claim it, wait for a slot, run it, free the slot, report the result,
@@ -318,7 +330,7 @@ async fn handle(ctx: Arc<Ctx>, msg: jetstream::Message) {
             let _ = msg.ack().await;
             return;
         }
-        Err(NotApplied::Unsent(e)) => {
+        Err(e) => {
             tracing::warn!(run = %run.id, "cannot claim the run: {e}; it will be redelivered");
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -347,37 +359,86 @@ async fn handle(ctx: Arc<Ctx>, msg: jetstream::Message) {
     ctx.pace.record(began.elapsed());
     drop(slot);
     drop(in_hand);
-    let finished = AttemptUpdate::Finished {
-        node: run.node.clone(),
-        run: run.id,
-        attempt,
-        outcome: ended.outcome,
-        log: ended.log,
-    };
-    let mut backoff = Duration::from_millis(100);
-    let deadline = tokio::time::Instant::now() + REPORT_FOR;
-    let reported = loop {
-        match ctx.reporter.send(finished.clone()).await {
-            Ok(()) => break true,
-            Err(NotApplied::Refused(e)) => {
-                tracing::warn!(run = %run.id, "the result was refused: {e}");
-                break true;
-            }
-            Err(NotApplied::Unsent(e)) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(run = %run.id, "cannot report the result yet: {e}; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(NotApplied::Unsent(e)) => {
-                tracing::error!(run = %run.id, "cannot report the result: {e}; giving the delivery up, so it runs again");
-                break false;
+    let node = run.node.clone();
+    let update = match ended {
+        Ended::Finished { outcome, log } => AttemptUpdate::Finished {
+            node,
+            run: run.id,
+            attempt,
+            outcome,
+            log,
+        },
+        // The worker's own trouble, not the task's: the attempt ends as lost, which queues
+        // the run again (to any worker) instead of failing it.
+        Ended::Retry { reason } => {
+            tracing::warn!(run = %run.id, attempt, "{reason}; handing the run back");
+            AttemptUpdate::Lost {
+                node,
+                run: run.id,
+                attempt,
+                reason: format!("worker {}: {reason}; queued again", config.name),
             }
         }
     };
+    let reported = report(&ctx.reporter, &run, update).await;
     drop(keep_alive);
     if reported {
         let _ = msg.ack().await;
     }
+}
+
+/// Reports how an attempt ended, retrying while that may help. False when it could not be
+/// reported: the delivery is then given up, so the run runs again.
+async fn report(reporter: &Reporter, run: &RunRecord, update: AttemptUpdate) -> bool {
+    let what = format!("reporting the result of run {}", run.id);
+    let first = REPORT_RETRY
+        .retry(&what, || reporter.send(update.clone()))
+        .await;
+    let e = match first {
+        Ok(()) => return true,
+        Err(NotApplied::Refused(e)) => {
+            tracing::warn!(run = %run.id, "the result was refused: {e}");
+            return true;
+        }
+        Err(e) => e,
+    };
+    // A result that can never be sent (too large, say) would run again and again: the run
+    // fails instead, saying why.
+    if let (
+        false,
+        AttemptUpdate::Finished {
+            node,
+            run: id,
+            attempt,
+            log,
+            ..
+        },
+    ) = (e.is_transient(), &update)
+    {
+        tracing::error!(run = %run.id, "cannot report the result: {e}; reporting a failure instead");
+        let failed = AttemptUpdate::Finished {
+            node: node.clone(),
+            run: *id,
+            attempt: *attempt,
+            outcome: RunOutcome::Failed {
+                exit: None,
+                reason: format!("the worker could not record the attempt's result: {e}"),
+            },
+            log: *log,
+        };
+        match REPORT_RETRY
+            .retry(&what, || reporter.send(failed.clone()))
+            .await
+        {
+            Ok(()) | Err(NotApplied::Refused(_)) => return true,
+            Err(again) => {
+                tracing::error!(run = %run.id, "cannot report the failure either: {again}");
+                return false;
+            }
+        }
+    }
+    tracing::error!(run = %run.id, "cannot report the result: {e}; giving the delivery up, so it runs again");
+    false
 }
 
 /// Sends in-progress acks for a delivery until dropped.

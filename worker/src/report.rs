@@ -3,11 +3,14 @@
 //! `attempts` request, and one raft entry, per batch instead of two per run; an idle one sends
 //! each update at once.
 
-use plotter2_node::Address;
+use std::sync::Arc;
+
 use plotter2_node::client::{Client, ClientError};
 use plotter2_node::protocol::{
     ApiError, AttemptUpdate, ErrorKind, Op, Refused, Reply, RunOutcome, WriteOp,
 };
+use plotter2_node::retry::{Classify, ErrorClass};
+use plotter2_node::{Address, WorkerName};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most updates in one request.
@@ -17,12 +20,32 @@ const MAX_ITEMS: usize = 512;
 const MAX_FILES: usize = 4000;
 
 /// Why an update was not applied.
-#[derive(Debug)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NotApplied {
     /// The registry refused it (the run ended, or moved on to another attempt).
+    #[error("refused: {0}")]
     Refused(ApiError),
-    /// It could not be sent or answered; it may be sent again.
-    Unsent(String),
+    /// It could not be sent or answered (shared by every update of the batch); its class
+    /// says whether sending it again can help.
+    #[error(transparent)]
+    Unsent(Arc<ClientError>),
+    /// The coordinator answered with something else than a receipt.
+    #[error("unexpected answer from the coordinator to attempts")]
+    Unexpected,
+    /// The reporting loop has ended.
+    #[error("the reporter stopped")]
+    Stopped,
+}
+
+impl Classify for NotApplied {
+    fn class(&self) -> ErrorClass {
+        match self {
+            NotApplied::Unsent(e) => e.class(),
+            NotApplied::Refused(_) | NotApplied::Unexpected | NotApplied::Stopped => {
+                ErrorClass::Permanent
+            }
+        }
+    }
 }
 
 type Pending = (AttemptUpdate, oneshot::Sender<Result<(), NotApplied>>);
@@ -35,7 +58,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// Starts the loop reporting for `worker` of the pool `pool`.
-    pub fn start(client: Client, pool: Address, worker: String) -> Self {
+    pub fn start(client: Client, pool: Address, worker: WorkerName) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(send_batches(rx, client, pool, worker));
         Self { tx }
@@ -46,10 +69,8 @@ impl Reporter {
         let (done, answer) = oneshot::channel();
         self.tx
             .send((update, done))
-            .map_err(|_| NotApplied::Unsent("the reporter stopped".into()))?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(NotApplied::Unsent("the reporter stopped".into())))
+            .map_err(|_| NotApplied::Stopped)?;
+        answer.await.unwrap_or(Err(NotApplied::Stopped))
     }
 }
 
@@ -70,7 +91,7 @@ async fn send_batches(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     client: Client,
     pool: Address,
-    worker: String,
+    worker: WorkerName,
 ) {
     // An update that did not fit in the last batch opens the next.
     let mut carry: Option<Pending> = None;
@@ -106,14 +127,14 @@ async fn send_batches(
 async fn send(
     client: &Client,
     pool: &Address,
-    worker: &str,
+    worker: &WorkerName,
     items: Vec<AttemptUpdate>,
 ) -> Vec<Result<(), NotApplied>> {
     let n = items.len();
     let op = |items| {
         Op::Write(WriteOp::Attempts {
             pool: pool.clone(),
-            worker: worker.to_owned(),
+            worker: worker.to_string(),
             items,
         })
     };
@@ -127,9 +148,10 @@ async fn send(
             }
             answers
         }
-        Ok(other) => (0..n)
-            .map(|_| Err(NotApplied::Unsent(format!("unexpected answer {other:?}"))))
-            .collect(),
+        Ok(other) => {
+            tracing::warn!("unexpected answer to attempts: {other:?}");
+            (0..n).map(|_| Err(NotApplied::Unexpected)).collect()
+        }
         Err(ClientError::Api(e)) if e.kind == ErrorKind::BadRequest && n > 1 => {
             let mut answers = Vec::with_capacity(n);
             for item in items {
@@ -138,14 +160,19 @@ async fn send(
             }
             answers
         }
-        Err(ClientError::Api(e)) if e.kind != ErrorKind::Internal => (0..n)
-            .map(|_| Err(NotApplied::Refused(e.clone())))
-            .collect(),
         Err(e) => {
-            let text = e.to_string();
-            (0..n)
-                .map(|_| Err(NotApplied::Unsent(text.clone())))
-                .collect()
+            // An answer about the items refuses them; no leader, no quorum or no answer
+            // says nothing about them, and they may be sent again.
+            let refusal = !e.is_transient();
+            match e {
+                ClientError::Api(api) if refusal => (0..n)
+                    .map(|_| Err(NotApplied::Refused(api.clone())))
+                    .collect(),
+                e => {
+                    let e = Arc::new(e);
+                    (0..n).map(|_| Err(NotApplied::Unsent(e.clone()))).collect()
+                }
+            }
         }
     }
 }

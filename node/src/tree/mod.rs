@@ -1,17 +1,20 @@
 //! A bundle on a filesystem, which every role handles: reading a folder as a bundle (walk,
-//! validate, hash), copying a tree, and writing a stored bundle version back out of the store.
+//! validate, hash), copying a tree, writing a stored bundle version back out of the store,
+//! and placing a tree that several processes may create at once (a cache entry).
 //!
 //! Nothing here talks to raft or decides where a bundle goes; the stager, the worker and the
 //! CLI call it.
 
 mod copy;
 mod fetch;
+mod once;
 mod scan;
 
 use std::path::{Path, PathBuf};
 
 pub use copy::copy_tree;
 pub use fetch::{file_to_stdout, materialise, materialise_with, resolve};
+pub use once::{Placed, create_once, materialise_once};
 pub use scan::{
     LocalFile, MANIFEST, READY, Rejection, Scanned, default_threads, hash_all, read_manifest, scan,
     walk,
@@ -59,6 +62,21 @@ pub enum TreeError {
     /// A blocking task panicked or was cancelled.
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+impl crate::retry::Classify for TreeError {
+    fn class(&self) -> crate::retry::ErrorClass {
+        use crate::retry::ErrorClass::{Permanent, Transient};
+        match self {
+            // A full disk, a folder removed under us: the same call may succeed later.
+            TreeError::Io { .. } | TreeError::Join(_) => Transient,
+            TreeError::Store(e) => e.class(),
+            TreeError::Client(e) => e.class(),
+            TreeError::NotEmpty { .. }
+            | TreeError::NoSuchFile { .. }
+            | TreeError::Unexpected(_) => Permanent,
+        }
+    }
 }
 
 impl TreeError {
