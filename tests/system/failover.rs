@@ -74,8 +74,10 @@ async fn leader_killed_five_times_loses_and_duplicates_nothing() {
             .await
             .unwrap();
         let took = killed_at.elapsed();
+        // Elections time out within 0.5-1 s; a split vote or a CI machine running the whole
+        // suite on two cores can take a few rounds, so the bound is for "soon", not a figure.
         assert!(
-            took < Duration::from_secs(3),
+            took < Duration::from_secs(6),
             "round {round}: a new leader took {took:?} to accept a write"
         );
         c.coord(leader).restart();
