@@ -29,6 +29,18 @@ pub trait Classify {
     }
 }
 
+/// The class of an operating-system error on a file that is part of the work: a missing or
+/// unreadable file, or one of the wrong kind, stays so however often it is tried; anything else
+/// (a full disk, an I/O error, an interrupted call) may pass.
+pub fn io_class(e: &std::io::Error) -> ErrorClass {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound | PermissionDenied | InvalidInput | InvalidData | IsADirectory | NotADirectory
+        | InvalidFilename | FileTooLarge | Unsupported => ErrorClass::Permanent,
+        _ => ErrorClass::Transient,
+    }
+}
+
 /// Exponential backoff with jitter, optionally bounded by a total deadline.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {

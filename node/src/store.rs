@@ -34,8 +34,17 @@ pub enum StoreError {
     },
     #[error("blob {key} in {url} is missing")]
     Missing { url: String, key: String },
-    #[error("blob {key} in {url} is corrupt: its content hashes to {got}")]
+    /// A stored blob whose content does not match its key. It was moved aside to
+    /// `quarantine/<key>` and is never served; pushing the bundle again stores it afresh.
+    #[error(
+        "blob {key} in {url} is corrupt (its content hashes to {got}); it was moved to quarantine/{key}. Push or drop the bundle again to restore it"
+    )]
     Corrupt { url: String, key: String, got: Hash },
+    /// A write whose bytes do not hash to the key the caller gave: nothing was stored.
+    #[error(
+        "refused to store {key} in {url}: the bytes given hash to {got}, so the file changed or its hash is wrong"
+    )]
+    Mismatch { url: String, key: String, got: Hash },
 }
 
 impl crate::retry::Classify for StoreError {
@@ -43,9 +52,10 @@ impl crate::retry::Classify for StoreError {
         use crate::retry::ErrorClass::{Permanent, Transient};
         match self {
             StoreError::Unreachable { .. } | StoreError::Io { .. } => Transient,
-            StoreError::BadUrl { .. } | StoreError::Missing { .. } | StoreError::Corrupt { .. } => {
-                Permanent
-            }
+            StoreError::BadUrl { .. }
+            | StoreError::Missing { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Mismatch { .. } => Permanent,
         }
     }
 }
@@ -59,6 +69,8 @@ pub struct BlobStore {
     local_root: Option<PathBuf>,
 }
 
+/// Where corrupt blobs are moved when a read finds them (`quarantine/<blob key>`).
+pub const QUARANTINE: &str = "quarantine";
 /// Files up to this size go up in one conditional put; larger ones in parts.
 pub const MULTIPART_THRESHOLD: u64 = 32 * 1024 * 1024;
 /// Size of one multipart part, and of each read from the file while uploading.
@@ -184,9 +196,15 @@ impl BlobStore {
     }
 
     /// Writes a blob unless it exists. `Ok(true)` when written, `Ok(false)` when it was there.
-    /// The caller vouches that `bytes` hash to `hash`.
+    /// Bytes that do not hash to `hash` are refused ([`StoreError::Mismatch`]): a wrong blob
+    /// under a key would stay wrong, since existing keys are skipped.
     pub async fn put_blob(&self, hash: &Hash, bytes: Bytes) -> Result<bool, StoreError> {
         let key = hash.blob_key();
+        let check = bytes.clone();
+        let got = tokio::task::spawn_blocking(move || Hash::from(blake3::hash(&check)))
+            .await
+            .map_err(|e| self.io(&key, e))?;
+        self.verify(hash, got)?;
         let path = ObjectPath::from(key.as_str());
         match self
             .inner
@@ -217,11 +235,7 @@ impl BlobStore {
             .await
             .map_err(|e| self.io(&key, e))?;
         if got != *hash {
-            return Err(StoreError::Corrupt {
-                url: self.url.clone(),
-                key,
-                got,
-            });
+            return Err(self.quarantine(key, got).await);
         }
         Ok(bytes)
     }
@@ -241,10 +255,21 @@ impl BlobStore {
         if let (Some(root), true) = (&self.local_root, may_link) {
             let dest = root.join(&key);
             let src = file.to_owned();
-            let linked = tokio::task::spawn_blocking(move || link_blob(&src, &dest))
-                .await
-                .map_err(|e| self.io(&key, e))?
-                .map_err(|e| self.io(&key, e))?;
+            let want = *hash;
+            // The link shares the caller's inode, so what is linked is what was hashed.
+            let linked = tokio::task::spawn_blocking(move || {
+                let got = std::fs::File::open(&src)
+                    .and_then(crate::bundle::hash_reader)?
+                    .0;
+                if got != want {
+                    return Ok(Err(got));
+                }
+                link_blob(&src, &dest).map(Ok)
+            })
+            .await
+            .map_err(|e| self.io(&key, e))?
+            .map_err(|e| self.io(&format!("{key} (reading {})", file.display()), e))?
+            .map_err(|got| self.mismatch(hash, got))?;
             match linked {
                 Linked::Yes => return Ok(true),
                 Linked::Exists => return Ok(false),
@@ -262,14 +287,18 @@ impl BlobStore {
                 .map_err(|e| self.io(&format!("{key} (reading {})", file.display()), e))?;
             return self.put_blob(hash, Bytes::from(bytes)).await;
         }
-        self.put_multipart(&key, file).await?;
+        self.put_multipart(hash, file).await?;
         Ok(true)
     }
 
     /// Uploads in parts straight to the blob's key. Multipart has no create-only mode, but the
     /// key is the content's hash, so a concurrent upload writes the same bytes, and completion
     /// is atomic: readers see nothing or the whole blob.
-    async fn put_multipart(&self, key: &str, file: &Path) -> Result<(), StoreError> {
+    /// The parts are hashed as they are read, and the upload is completed only when they
+    /// hash to `hash`: otherwise it is aborted and nothing is stored.
+    async fn put_multipart(&self, hash: &Hash, file: &Path) -> Result<(), StoreError> {
+        let key_owned = hash.blob_key();
+        let key = key_owned.as_str();
         let path = ObjectPath::from(key);
         let upload = self
             .inner
@@ -277,9 +306,15 @@ impl BlobStore {
             .await
             .map_err(|e| self.io(key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut src = Some(std::fs::File::open(file).map_err(|e| self.io(key, e))?);
+        let mut src = Some((
+            std::fs::File::open(file).map_err(|e| self.io(key, e))?,
+            blake3::Hasher::new(),
+        ));
+        let mut hasher = None;
         loop {
-            let Some(mut f) = src.take() else { break };
+            let Some((mut f, mut h)) = src.take() else {
+                break;
+            };
             let read = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; PART_BYTES];
                 let mut n = 0;
@@ -292,11 +327,12 @@ impl BlobStore {
                     }
                 }
                 buf.truncate(n);
-                Ok((f, buf))
+                h.update(&buf);
+                Ok((f, h, buf))
             })
             .await
             .map_err(|e| self.io(key, e))?;
-            let (f, buf) = match read {
+            let (f, h, buf) = match read {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = writer.abort().await;
@@ -304,6 +340,7 @@ impl BlobStore {
                 }
             };
             if buf.is_empty() {
+                hasher = Some(h);
                 break;
             }
             if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
@@ -311,7 +348,12 @@ impl BlobStore {
                 return Err(self.io(key, e));
             }
             writer.write(&buf);
-            src = Some(f);
+            src = Some((f, h));
+        }
+        let got = hasher.map(|h| Hash::from(h.finalize()));
+        if let Some(got) = got.filter(|g| g != hash) {
+            let _ = writer.abort().await;
+            return Err(self.mismatch(hash, got));
         }
         writer.finish().await.map_err(|e| self.io(key, e))?;
         Ok(())
@@ -379,13 +421,51 @@ impl BlobStore {
             .map_err(|e| self.io(&format!("{key} (writing)"), e))?;
         let got = Hash::from(h.finalize());
         if got != *hash {
-            return Err(StoreError::Corrupt {
-                url: self.url.clone(),
-                key,
-                got,
-            });
+            return Err(self.quarantine(key, got).await);
         }
         Ok(n)
+    }
+
+    /// Moves the corrupt blob at `key` to `quarantine/<key>`, so it is never served again and
+    /// the next write of that content stores a good copy, and returns the error to report.
+    async fn quarantine(&self, key: String, got: Hash) -> StoreError {
+        let aside = format!("{QUARANTINE}/{key}");
+        let moved = self
+            .inner
+            .rename(
+                &ObjectPath::from(key.as_str()),
+                &ObjectPath::from(aside.as_str()),
+            )
+            .await;
+        match moved {
+            // The caller reports the error; the log keeps the store's side of it.
+            Ok(()) => tracing::info!(%key, %got, url = %self.url, "corrupt blob quarantined"),
+            // Another reader may have moved it first; either way it is no longer served.
+            Err(e) => {
+                tracing::error!(%key, %got, url = %self.url, error = %e, "corrupt blob could not be moved to quarantine")
+            }
+        }
+        StoreError::Corrupt {
+            url: self.url.clone(),
+            key,
+            got,
+        }
+    }
+
+    fn verify(&self, want: &Hash, got: Hash) -> Result<(), StoreError> {
+        if got == *want {
+            Ok(())
+        } else {
+            Err(self.mismatch(want, got))
+        }
+    }
+
+    fn mismatch(&self, want: &Hash, got: Hash) -> StoreError {
+        StoreError::Mismatch {
+            url: self.url.clone(),
+            key: want.blob_key(),
+            got,
+        }
     }
 
     fn io(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
@@ -460,12 +540,30 @@ mod tests {
             "blob at blobs/b3/<2 hex>/<hex>"
         );
 
-        // Damage on disk is caught on read.
+        // Damage on disk is caught on read, and the blob is moved aside, never served.
         std::fs::write(dir.join(h.blob_key()), b"tampered").unwrap();
         assert!(matches!(
             store.get_blob(&h).await,
             Err(StoreError::Corrupt { .. })
         ));
+        assert!(!store.has_blob(&h).await.unwrap());
+        assert!(dir.join(QUARANTINE).join(h.blob_key()).is_file());
+        assert!(store.put_blob(&h, content.clone()).await.unwrap(), "healed");
+        assert_eq!(store.get_blob(&h).await.unwrap(), content);
+
+        // A write whose bytes do not match the key is refused, by bytes and by link alike.
+        let wrong = Hash::of(b"something else");
+        assert!(matches!(
+            store.put_blob(&wrong, content.clone()).await,
+            Err(StoreError::Mismatch { .. })
+        ));
+        let file = dir.join("loose");
+        std::fs::write(&file, b"loose bytes").unwrap();
+        assert!(matches!(
+            store.put_file(&wrong, &file, 11, true).await,
+            Err(StoreError::Mismatch { .. })
+        ));
+        assert!(!store.has_blob(&wrong).await.unwrap());
         let missing = Hash::of(b"never written");
         assert!(matches!(
             store.get_blob(&missing).await,

@@ -1,5 +1,5 @@
 //! The inbox: watching it, deciding when a folder is a complete bundle, and feeding ready
-//! folders to the pipeline one at a time.
+//! folders to the pipeline, a few at a time.
 //!
 //! The readiness rule: a folder directly in the inbox is complete when it holds a `READY`
 //! file, or when it arrived by rename (the safe way to drop: write under `inbox/.incoming/`,
@@ -18,6 +18,7 @@ use notify::{RecursiveMode, Watcher};
 use plotter2_node::client::Client;
 use plotter2_node::store::BlobStore;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::StagerError;
 use crate::journal::{Spool, Step};
@@ -28,6 +29,9 @@ use plotter2_node::tree::READY;
 pub const INCOMING: &str = ".incoming";
 /// Where refused bundles go, each beside `<name>.error.txt`.
 pub const REJECTED: &str = "rejected";
+/// Bundles ingested at once: one that waits (a store or coordinator away, a slow upload)
+/// does not hold up the others.
+const INGEST_CONCURRENCY: usize = 4;
 
 /// Everything a stager needs.
 #[derive(Debug, Clone)]
@@ -91,6 +95,9 @@ pub async fn run(
     let mut state = Readiness::default();
 
     let work = async {
+        // Entries in flight, each with the inbox folder it came from (`None`: resumed).
+        let mut running: JoinSet<(Option<String>, Result<Outcome, StagerError>)> = JoinSet::new();
+        let mut busy: HashSet<String> = HashSet::new();
         let pending = blocking({
             let spool = spool.clone();
             move || spool.load_all()
@@ -100,36 +107,61 @@ pub async fn run(
             tracing::info!(entries = pending.len(), "resuming the spool");
         }
         for entry in pending {
-            pipeline.drive(entry).await?;
+            let p = pipeline.clone();
+            running.spawn(async move { (None, p.drive(entry).await) });
         }
         state.trust_everything_present(&config.inbox).await?;
         tracing::info!(inbox = %config.inbox.display(), stager = %config.name, "stager ready");
         let mut tick = tokio::time::interval(config.rescan_every);
+        let mut due = true;
         loop {
+            if due {
+                due = false;
+                for name in state.ready(&config.inbox).await? {
+                    if busy.contains(&name) {
+                        continue;
+                    }
+                    if running.len() >= INGEST_CONCURRENCY {
+                        // Look again when a slot frees up.
+                        due = true;
+                        break;
+                    }
+                    busy.insert(name.clone());
+                    let p = pipeline.clone();
+                    running.spawn(async move {
+                        let outcome = p.admit(&name).await;
+                        (Some(name), outcome)
+                    });
+                }
+            }
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
-                    let mut relevant = state.note(ev, &config.inbox, &mut watcher).await?;
+                    due |= state.note(ev, &config.inbox, &mut watcher).await?;
                     while let Ok(ev) = rx.try_recv() {
-                        relevant |= state.note(ev, &config.inbox, &mut watcher).await?;
+                        due |= state.note(ev, &config.inbox, &mut watcher).await?;
                     }
                     // Our own scans open the inbox, which inotify reports: only events that
-                    // can make a folder ready lead to a scan, or scanning would feed itself.
-                    if !relevant {
-                        continue;
+                    // can make a folder ready make a scan due, or scanning would feed itself.
+                }
+                _ = tick.tick() => due = true,
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    let (name, outcome) = match done {
+                        Ok(done) => done,
+                        Err(e) => (None, Err(StagerError::Join(e))),
+                    };
+                    if let Some(name) = &name {
+                        busy.remove(name);
+                        state.forget(name, &config.inbox, &mut watcher);
                     }
-                }
-                _ = tick.tick() => {}
-            }
-            for name in state.ready(&config.inbox).await? {
-                let outcome = pipeline.admit(&name).await?;
-                state.forget(&name, &config.inbox, &mut watcher);
-                if let Outcome::Rejected(why) = outcome {
-                    tracing::warn!(%name, %why, "rejected");
-                }
-                // Events that arrived meanwhile decide the next folders.
-                while let Ok(ev) = rx.try_recv() {
-                    let _ = state.note(ev, &config.inbox, &mut watcher).await?;
+                    match outcome {
+                        Ok(Outcome::Rejected(why)) => tracing::warn!(name = ?name, %why, "rejected"),
+                        Ok(_) => {}
+                        // Even setting it aside failed: it stays where it is (the spool
+                        // resumes it at the next start) and the others go on.
+                        Err(e) => tracing::error!(name = ?name, error = %e, "bundle could not be ingested or set aside"),
+                    }
+                    due |= running.len() < INGEST_CONCURRENCY;
                 }
             }
         }
@@ -143,10 +175,10 @@ pub async fn run(
     result
 }
 
-fn watch_err(path: &Path, e: notify::Error) -> StagerError {
+fn watch_err(path: &Path, source: notify::Error) -> StagerError {
     StagerError::Watch {
         path: path.to_owned(),
-        message: e.to_string(),
+        source,
     }
 }
 

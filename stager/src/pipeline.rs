@@ -9,6 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use plotter2_node::bundle::Hash;
 use plotter2_node::client::{Client, ClientError};
 use plotter2_node::protocol::{Op, Reply, UserName, WriteOp};
+use plotter2_node::retry::{Backoff, Classify};
 use plotter2_node::store::{BlobStore, sync_filesystem};
 
 use crate::StagerError;
@@ -17,8 +18,10 @@ use plotter2_node::tree::{self, Rejection};
 
 /// Blobs uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 8;
-/// The longest wait between attempts to reach the store or the coordinators.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest wait between attempts of a step that failed transiently.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How a step that failed transiently is retried (no deadline: the entry waits in the spool).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), BACKOFF_MAX);
 /// Environment variable naming a step after which the stager kills itself (tests only).
 pub const CRASH_ENV: &str = "P2_STAGER_CRASH_AT";
 
@@ -59,70 +62,97 @@ impl Pipeline {
         self.drive(entry).await
     }
 
-    /// Runs `entry` from its journaled step to the end.
+    /// Runs `entry` from its journaled step to the end. Transient failures (the store or
+    /// the coordinators away, a full disk) are retried with backoff, the entry staying in the
+    /// spool; a permanent one sets the bundle aside in `rejected/` with its reason, so the
+    /// next bundle goes in. An error comes back only when even that failed.
     pub async fn drive(&self, mut entry: Entry) -> Result<Outcome, StagerError> {
+        let mut delays = BACKOFF.start();
         loop {
-            match entry.step {
-                Step::Receiving => match self.receive(&entry).await? {
-                    Received::Moved => self.advance(&mut entry, Step::Received).await?,
-                    Received::Gone => {
-                        let spool = self.spool.clone();
-                        let id = entry.id.clone();
-                        blocking(move || spool.remove(&id)).await?;
-                        return Ok(Outcome::Abandoned);
+            let before = entry.step;
+            match self.step(&mut entry).await {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {
+                    if entry.step != before {
+                        delays = BACKOFF.start();
                     }
-                    Received::Refused(why) => {
-                        // Nothing was moved in: reject the original where it lies.
-                        self.finish_rejecting(&entry, &why.to_string(), true)
-                            .await?;
-                        return Ok(Outcome::Rejected(why.to_string()));
-                    }
-                },
-                Step::Received => match self.hash(&entry).await? {
-                    Ok(hashed) => {
-                        entry.hashed = Some(hashed);
-                        self.advance(&mut entry, Step::Hashed).await?;
-                    }
-                    Err(why) => self.start_rejecting(&mut entry, why).await?,
-                },
-                Step::Hashed => {
-                    self.upload(&entry).await?;
-                    self.advance(&mut entry, Step::Uploaded).await?;
                 }
-                Step::Uploaded => match self.commit(&entry).await? {
-                    Ok(bundle) => {
-                        entry.committed = Some(bundle);
-                        self.advance(&mut entry, Step::Committed).await?;
-                    }
-                    Err(why) => self.start_rejecting(&mut entry, why).await?,
-                },
-                Step::Committed => {
+                Err(e) if e.is_transient() => {
+                    let wait = delays.next_delay().unwrap_or(BACKOFF_MAX);
+                    tracing::warn!(name = %entry.name, step = %entry.step, error = %e, "ingest step failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e)
+                    if matches!(
+                        entry.step,
+                        Step::Receiving | Step::Received | Step::Hashed | Step::Uploaded
+                    ) =>
+                {
+                    tracing::warn!(name = %entry.name, step = %entry.step, error = %e, "ingest step failed for good; setting the bundle aside");
+                    entry.rejection = Some(e.to_string());
+                    self.advance(&mut entry, Step::Rejecting).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Does the entry's next step. `Some` when the entry has ended.
+    async fn step(&self, entry: &mut Entry) -> Result<Option<Outcome>, StagerError> {
+        match entry.step {
+            Step::Receiving => match self.receive(entry).await? {
+                Received::Moved => self.advance(entry, Step::Received).await?,
+                Received::Gone => {
                     let spool = self.spool.clone();
                     let id = entry.id.clone();
                     blocking(move || spool.remove(&id)).await?;
-                    self.crash_point(Step::Cleaned);
-                    let (Some(h), Some(b)) = (&entry.hashed, &entry.committed) else {
-                        return Err(StagerError::Journal {
-                            path: self.spool.entry_dir(&entry.id),
-                            message: "committed entry without its bundle".into(),
-                        });
-                    };
-                    tracing::info!(name = %entry.name, addr = %h.addr, version = b.version, bundle = %b.id, "bundle committed");
-                    return Ok(Outcome::Committed {
-                        addr: h.addr.clone(),
-                        version: b.version,
-                        bundle: b.id,
-                    });
+                    return Ok(Some(Outcome::Abandoned));
                 }
-                Step::Rejecting => {
-                    let why = entry.rejection.clone().unwrap_or_default();
-                    self.finish_rejecting(&entry, &why, false).await?;
-                    tracing::warn!(name = %entry.name, reason = %why, "bundle rejected");
-                    return Ok(Outcome::Rejected(why));
+                Received::Refused(why) => self.start_rejecting(entry, why).await?,
+            },
+            Step::Received => match self.hash(entry).await? {
+                Ok(hashed) => {
+                    entry.hashed = Some(hashed);
+                    self.advance(entry, Step::Hashed).await?;
                 }
-                Step::Cleaned => return Ok(Outcome::Abandoned),
+                Err(why) => self.start_rejecting(entry, why).await?,
+            },
+            Step::Hashed => {
+                self.upload(entry).await?;
+                self.advance(entry, Step::Uploaded).await?;
             }
+            Step::Uploaded => {
+                let bundle = self.commit(entry).await?;
+                entry.committed = Some(bundle);
+                self.advance(entry, Step::Committed).await?;
+            }
+            Step::Committed => {
+                let spool = self.spool.clone();
+                let id = entry.id.clone();
+                blocking(move || spool.remove(&id)).await?;
+                self.crash_point(Step::Cleaned);
+                let (Some(h), Some(b)) = (&entry.hashed, &entry.committed) else {
+                    return Err(StagerError::Journal {
+                        path: self.spool.entry_dir(&entry.id),
+                        message: "committed entry without its bundle".into(),
+                    });
+                };
+                tracing::info!(name = %entry.name, addr = %h.addr, version = b.version, bundle = %b.id, "bundle committed");
+                return Ok(Some(Outcome::Committed {
+                    addr: h.addr.clone(),
+                    version: b.version,
+                    bundle: b.id,
+                }));
+            }
+            Step::Rejecting => {
+                let why = entry.rejection.clone().unwrap_or_default();
+                self.finish_rejecting(entry, &why).await?;
+                tracing::warn!(name = %entry.name, reason = %why, "bundle rejected");
+                return Ok(Some(Outcome::Rejected(why)));
+            }
+            Step::Cleaned => return Ok(Some(Outcome::Abandoned)),
         }
+        Ok(None)
     }
 
     async fn advance(&self, entry: &mut Entry, step: Step) -> Result<(), StagerError> {
@@ -214,23 +244,22 @@ impl Pipeline {
         futures::stream::iter(jobs)
             .map(|(blob, path, size)| async move {
                 let linkable = is_own_file(&path).await;
-                retry("upload", || {
-                    self.store.put_file(&blob, &path, size, linkable)
-                })
-                .await
+                self.store.put_file(&blob, &path, size, linkable).await
             })
             .buffer_unordered(UPLOAD_CONCURRENCY)
             .try_collect::<Vec<bool>>()
             .await?;
-        retry("sync", || self.store.sync()).await?;
+        self.store.sync().await?;
         Ok(())
     }
 
-    /// Commits the `ingest`. Retries until the coordinators answer; a refusal is final.
+    /// Commits the `ingest` under the entry's request id, so a retry after a lost answer is
+    /// applied once. The client retries what is transient within its deadline; a refusal, or
+    /// a request too large for the server, is permanent.
     async fn commit(
         &self,
         entry: &Entry,
-    ) -> Result<Result<plotter2_node::protocol::BundleRef, Rejection>, StagerError> {
+    ) -> Result<plotter2_node::protocol::BundleRef, StagerError> {
         let hashed = self.hashed(entry)?;
         let op = Op::Write(WriteOp::Ingest {
             addr: hashed.addr.clone(),
@@ -248,31 +277,22 @@ impl Pipeline {
             Some(user) => Client::with_nats(self.client.nats().clone(), user),
             None => self.client.clone(),
         };
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match client.call_with_id(entry.request, op.clone()).await {
-                Ok(Reply::Written(r)) => {
-                    return match r.bundle {
-                        Some(b) => Ok(Ok(b)),
-                        None => Err(StagerError::Coordinator(
-                            "the coordinator's answer to ingest has no bundle version".into(),
-                        )),
-                    };
-                }
-                Ok(other) => {
-                    return Err(StagerError::Coordinator(format!(
-                        "unexpected answer to ingest: {other:?}"
-                    )));
-                }
-                Err(ClientError::Api(e)) if !e.kind.retryable() => {
-                    return Ok(Err(Rejection::Refused(e.message)));
-                }
-                Err(e) => {
-                    tracing::warn!(name = %entry.name, error = %e, "ingest not committed yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+        let reply = match client.call_with_id(entry.request, op).await {
+            Ok(reply) => reply,
+            Err(ClientError::Api(e)) if !e.kind.retryable() => {
+                return Err(Rejection::Refused(e.message).into());
             }
+            Err(e) => return Err(e.into()),
+        };
+        match reply {
+            Reply::Written(r) => r.bundle.ok_or(StagerError::Unexpected {
+                request: "ingest",
+                answer: "a write without a bundle version".into(),
+            }),
+            other => Err(StagerError::Unexpected {
+                request: "ingest",
+                answer: format!("{other:?}"),
+            }),
         }
     }
 
@@ -283,20 +303,18 @@ impl Pipeline {
         })
     }
 
-    /// Moves the bundle (from the spool, or with `from_inbox` straight from the inbox) to
-    /// `inbox/rejected/<name>` beside `<name>.error.txt`, then drops the entry. Safe to repeat
-    /// after a crash at any point.
-    async fn finish_rejecting(
-        &self,
-        entry: &Entry,
-        why: &str,
-        from_inbox: bool,
-    ) -> Result<(), StagerError> {
+    /// Moves the bundle (from the spool, or straight from the inbox when it was refused before
+    /// it was moved in) to `inbox/rejected/<name>` beside `<name>.error.txt`, then drops the
+    /// entry. Safe to repeat after a crash at any point.
+    async fn finish_rejecting(&self, entry: &Entry, why: &str) -> Result<(), StagerError> {
         let rejected = self.rejected_dir();
-        let files = if from_inbox {
+        let spooled = self.spool.files_dir(&entry.id);
+        let files = if entry.step == Step::Rejecting
+            && !tokio::fs::try_exists(&spooled).await.unwrap_or(true)
+        {
             self.inbox.join(&entry.name)
         } else {
-            self.spool.files_dir(&entry.id)
+            spooled
         };
         let name = entry.name.clone();
         let id = entry.id.clone();
@@ -321,8 +339,7 @@ impl Pipeline {
                 target = rejected.join(format!("{name}.{id}"));
                 error_file = rejected.join(format!("{name}.{id}.error.txt"));
             }
-            plotter2_node::home::write_atomic(&error_file, text.as_bytes())
-                .map_err(|e| StagerError::Io(e.to_string()))?;
+            plotter2_node::home::write_atomic(&error_file, text.as_bytes())?;
             if files.exists() {
                 std::fs::rename(&files, &target).map_err(StagerError::io(&files))?;
             }
@@ -341,26 +358,6 @@ async fn is_own_file(path: &Path) -> bool {
     match tokio::fs::symlink_metadata(path).await {
         Ok(m) => m.file_type().is_file() && m.nlink() == 1,
         Err(_) => false,
-    }
-}
-
-/// Retries a store operation with backoff: transient errors must not lose a bundle, and the
-/// entry stays in the spool meanwhile.
-async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, StagerError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, plotter2_node::store::StoreError>>,
-{
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
     }
 }
 
@@ -397,7 +394,5 @@ enum Received {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StagerError> + Send + 'static,
 ) -> Result<T, StagerError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StagerError::Io(format!("blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await?
 }

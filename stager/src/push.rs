@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use plotter2_node::Address;
-use plotter2_node::bundle::{FileIndex, Hash, hash_reader};
+use plotter2_node::bundle::{FileIndex, Hash};
 use plotter2_node::client::{Client, ClientError};
 use plotter2_node::manifest::Manifest;
 use plotter2_node::progress::Progress;
 use plotter2_node::protocol::{self, ApiError, BundleRef, Op, Reply, RequestId, UserName, WriteOp};
-use plotter2_node::store::BlobStore;
+use plotter2_node::store::{BlobStore, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::StagerError;
@@ -114,6 +114,51 @@ pub struct Pushed {
 
 type Answer<T> = Result<T, ApiError>;
 
+/// Why a push failed for good (what was transient was retried until the deadline).
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The stager refused the bundle or a chunk (bad input: pushing again will not help).
+    #[error("the stager refused the push: {0}")]
+    Refused(String),
+    /// Transient failures went on past the deadline.
+    #[error(
+        "push did not complete within {}s; last: {last}. Is a stager running (`plotter2 up` runs one)? \
+         Pushing again sends only what is missing.",
+        .after.as_secs()
+    )]
+    Deadline { after: Duration, last: String },
+    /// A file of the bundle could not be read while it was sent.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An answer that does not decode: the stager speaks another protocol version.
+    #[error("undecodable answer from a stager: {0}")]
+    Protocol(#[from] protocol::ProtocolError),
+    /// Subscribing to the push subjects failed (the stager side).
+    #[error("subscribing to {subject}: {source}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
+
+impl plotter2_node::retry::Classify for PushError {
+    fn class(&self) -> plotter2_node::retry::ErrorClass {
+        use plotter2_node::retry::ErrorClass::{Permanent, Transient};
+        match self {
+            PushError::Read { source, .. } => plotter2_node::retry::io_class(source),
+            PushError::Subscribe { .. } => Transient,
+            PushError::Refused(_) | PushError::Deadline { .. } | PushError::Protocol(_) => {
+                Permanent
+            }
+        }
+    }
+}
+
 fn encode<T: Serialize>(v: &T) -> Bytes {
     // Encoding our own plain structs cannot fail; an empty payload would be refused anyway.
     Bytes::from(protocol::encode(v).unwrap_or_default())
@@ -139,19 +184,23 @@ async fn serve_inner(
         .await
         .map_err(StagerError::io(&parts))?;
     let nats = client.nats().clone();
-    let nats_err = |e: async_nats::SubscribeError| StagerError::Push(e.to_string());
+    let nats_err = |subject: &str| {
+        let subject = subject.to_owned();
+        move |source| PushError::Subscribe { subject, source }
+    };
     let mut opens = nats
         .queue_subscribe(OPEN_SUBJECT, QUEUE.into())
         .await
-        .map_err(nats_err)?;
+        .map_err(nats_err(OPEN_SUBJECT))?;
     let mut commits = nats
         .queue_subscribe(COMMIT_SUBJECT, QUEUE.into())
         .await
-        .map_err(nats_err)?;
+        .map_err(nats_err(COMMIT_SUBJECT))?;
+    let chunks_subject = chunk_subject(&name);
     let mut chunks = nats
-        .subscribe(chunk_subject(&name))
+        .subscribe(chunks_subject.clone())
         .await
-        .map_err(nats_err)?;
+        .map_err(nats_err(&chunks_subject))?;
     let receiver = Arc::new(Receiver {
         name,
         store,
@@ -275,24 +324,17 @@ impl Receiver {
                 stored: false,
             });
         }
-        // The blob is complete: verify it, store it, drop the part.
-        let check = path.clone();
-        let got =
-            tokio::task::spawn_blocking(move || std::fs::File::open(&check).and_then(hash_reader))
-                .await
-                .map_err(|e| internal(e.to_string()))?
-                .map_err(|e| internal(e.to_string()))?;
-        if got.0 != blob {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(ApiError::bad_request(format!(
-                "the bytes sent for {blob} hash to {}; the file changed while it was pushed — push again",
-                got.0
-            )));
+        // The blob is complete: the store verifies it as it takes it; drop the part.
+        match self.store.put_file(&blob, &path, size, true).await {
+            Ok(_) => {}
+            Err(StoreError::Mismatch { got, .. }) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(ApiError::bad_request(format!(
+                    "the bytes sent for {blob} hash to {got}; the file changed while it was pushed — push again"
+                )));
+            }
+            Err(e) => return Err(internal(e.to_string())),
         }
-        self.store
-            .put_file(&blob, &path, size, true)
-            .await
-            .map_err(|e| internal(e.to_string()))?;
         self.store
             .sync()
             .await
@@ -419,11 +461,11 @@ pub async fn push(
             Err(Attempt::Final(e)) => return Err(e),
             Err(Attempt::Retry(why)) => {
                 if start.elapsed() + backoff > deadline {
-                    return Err(StagerError::Push(format!(
-                        "push did not complete within {}s; last: {why}. Is a stager running (`plotter2 up` runs one)? \
-                         Pushing again sends only what is missing.",
-                        deadline.as_secs()
-                    )));
+                    return Err(PushError::Deadline {
+                        after: deadline,
+                        last: why,
+                    }
+                    .into());
                 }
                 tracing::warn!(%why, "push interrupted; resuming");
                 tokio::time::sleep(backoff).await;
@@ -448,13 +490,13 @@ async fn request<T: for<'de> Deserialize<'de>>(
         .await
         .map_err(|_| Attempt::Retry(format!("no answer on {subject} within {timeout:?}")))?
         .map_err(|e| Attempt::Retry(format!("{subject}: {e}")))?;
-    let answer: Answer<T> = protocol::decode(&msg.payload)
-        .map_err(|e| Attempt::Final(StagerError::Push(e.to_string())))?;
+    let answer: Answer<T> =
+        protocol::decode(&msg.payload).map_err(|e| Attempt::Final(PushError::from(e).into()))?;
     answer.map_err(|e| {
         if e.kind.retryable() || e.kind == protocol::ErrorKind::Internal {
             Attempt::Retry(e.message)
         } else {
-            Attempt::Final(StagerError::Push(e.message))
+            Attempt::Final(PushError::Refused(e.message).into())
         }
     })
 }
@@ -514,10 +556,16 @@ async fn send_blob(
     let retry = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
     let inbox = nats.new_inbox();
     let mut acks = nats.subscribe(inbox.clone()).await.map_err(|e| retry(&e))?;
-    let file = Arc::new(
-        std::fs::File::open(path)
-            .map_err(|e| Attempt::Final(StagerError::Push(format!("{}: {e}", path.display()))))?,
-    );
+    let unreadable = |source| {
+        Attempt::Final(
+            PushError::Read {
+                path: path.to_owned(),
+                source,
+            }
+            .into(),
+        )
+    };
+    let file = Arc::new(std::fs::File::open(path).map_err(unreadable)?);
     let subject = chunk_subject(stager);
     let mut offset = from;
     // The offset each unacknowledged chunk ends at, oldest first.
@@ -548,7 +596,7 @@ async fn send_blob(
             })
             .await
             .map_err(|e| retry(&e))?
-            .map_err(|e| Attempt::Final(StagerError::Push(format!("{}: {e}", path.display()))))?;
+            .map_err(unreadable)?;
             let c = Chunk {
                 blob,
                 size,
@@ -582,10 +630,10 @@ async fn send_blob(
             return Err(Attempt::Retry(format!("stager {stager} is gone")));
         }
         let ack: Answer<ChunkAck> = protocol::decode(&msg.payload)
-            .map_err(|e| Attempt::Final(StagerError::Push(e.to_string())))?;
+            .map_err(|e| Attempt::Final(PushError::from(e).into()))?;
         let ack = ack.map_err(|e| {
             if e.kind == protocol::ErrorKind::BadRequest {
-                Attempt::Final(StagerError::Push(e.message))
+                Attempt::Final(PushError::Refused(e.message).into())
             } else {
                 Attempt::Retry(e.message)
             }

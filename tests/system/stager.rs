@@ -672,3 +672,146 @@ fn a_wrong_store_is_an_error_at_start_up() {
         );
     }
 }
+
+/// A bundle that can never go in (its ingest request is larger than the server's
+/// `max_payload`) is set aside with its reason within 10 s, and the bundle dropped after it is
+/// ingested: one bad bundle does not halt the inbox, now or after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_failing_bundle_is_set_aside_and_the_next_goes_in() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let home = c.dir.path().join("stager");
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &home, &store);
+    let notes = "n".repeat(9 * 1024 * 1024);
+    let huge = format!(
+        r#"{{"manifest_version": 1, "user": "tali", "meta": {{"address": "/stuck/one", "notes": "{notes}"}}}}"#
+    );
+    let dropped = std::time::Instant::now();
+    drop_bundle(&stager.inbox(), "huge", Some(&huge), &[("a.csv", b"1")]);
+    drop_bundle(
+        &stager.inbox(),
+        "after",
+        Some(&manifest_for("/stuck/two")),
+        &[("b.csv", b"2")],
+    );
+    let error_file = stager.inbox().join("rejected").join("huge.error.txt");
+    wait_for(
+        Duration::from_secs(10),
+        "the too-large bundle to be set aside",
+        || {
+            let there = error_file.exists();
+            async move { there.then_some(()) }
+        },
+    )
+    .await;
+    eprintln!("set aside {:?} after the drop", dropped.elapsed());
+    let why = std::fs::read_to_string(&error_file).unwrap();
+    assert!(
+        why.contains("max_payload") || why.contains("too large"),
+        "{why}"
+    );
+    assert!(
+        stager
+            .inbox()
+            .join("rejected")
+            .join("huge")
+            .join("a.csv")
+            .exists()
+    );
+    let client = c.client().await;
+    wait_versions(&client, "/stuck/two", 1, LIMIT).await;
+    let (ok, out, _) = stager.cli(&["ls", "/stuck"]);
+    assert!(ok && !out.contains("one"), "{out}");
+    assert!(
+        std::fs::read_dir(stager.spool())
+            .unwrap()
+            .filter_map(Result::ok)
+            .all(|e| e.file_name().to_string_lossy().starts_with('.')),
+        "the spool still holds an entry"
+    );
+}
+
+/// A bundle dropped while another is being ingested goes in at once, not at the next rescan
+/// (an hour here): the events seen meanwhile are acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_during_an_ingest_goes_in_at_once() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let home = c.dir.path().join("stager");
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let mut stager = Stager::start(&c, &home, &store);
+    stager.kill9();
+    stager.rescan = 3600.0;
+    stager.spawn();
+    let client = c.client().await;
+    // Wait until it watches: a first bundle goes in by its event alone.
+    drop_bundle(
+        &stager.inbox(),
+        "warm",
+        Some(&manifest_for("/during/warm")),
+        &[("w", b"w")],
+    );
+    wait_versions(&client, "/during/warm", 1, LIMIT).await;
+    let big: Vec<u8> = (0..96u32 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    drop_bundle(
+        &stager.inbox(),
+        "big",
+        Some(&manifest_for("/during/big")),
+        &[("big.bin", &big)],
+    );
+    drop_bundle(
+        &stager.inbox(),
+        "small",
+        Some(&manifest_for("/during/small")),
+        &[("s", b"s")],
+    );
+    wait_versions(&client, "/during/small", 1, LIMIT).await;
+    wait_versions(&client, "/during/big", 1, LIMIT).await;
+}
+
+/// A blob that rots in the store is found on read, moved to `quarantine/` and never served;
+/// pushing the bundle again stores a good copy, and `get` is byte-identical again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_blob_is_quarantined_and_a_push_heals_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(1, Opts::default()).await;
+    let home = c.dir.path().join("stager");
+    let store_dir = c.dir.path().join("source");
+    let stager = Stager::start(&c, &home, store_dir.to_str().unwrap());
+    let run = c.dir.path().join("run");
+    write_bundle(
+        &run,
+        Some(&manifest_for("/rot/one")),
+        &[("data.csv", b"x,y\n1,2\n"), ("keep.txt", b"fine")],
+    );
+    stager.cli_ok(&["push", run.to_str().unwrap()]);
+    let key = plotter2_node::bundle::hash_reader(&b"x,y\n1,2\n"[..])
+        .unwrap()
+        .0
+        .blob_key();
+    let stored = store_dir.join(&key);
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&stored, b"x,y\n1,3\n").unwrap();
+
+    let out = c.dir.path().join("out");
+    let (ok, _, err) = stager.cli(&["get", "/rot/one@1", "--to", out.to_str().unwrap()]);
+    assert!(!ok, "a corrupt blob was served");
+    assert!(
+        err.contains("corrupt") && err.contains("quarantine"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("corrupt").count(),
+        1,
+        "said more than once: {err}"
+    );
+    assert!(
+        !stored.exists(),
+        "the corrupt blob is still served from {key}"
+    );
+    assert!(store_dir.join("quarantine").join(&key).exists());
+
+    stager.cli_ok(&["push", run.to_str().unwrap()]);
+    let again = c.dir.path().join("again");
+    stager.cli_ok(&["get", "/rot/one@1", "--to", again.to_str().unwrap()]);
+    assert_eq!(read_tree(&again), read_tree(&run));
+}

@@ -514,6 +514,8 @@ pub struct Stager {
     /// Run without the capability to read what its permissions forbid (as root, via
     /// `setpriv`), so an unreadable file is unreadable to it.
     pub unprivileged: bool,
+    /// Seconds between inbox rescans without an event (`--rescan`) for the next start.
+    pub rescan: f64,
     child: Option<Child>,
 }
 
@@ -526,6 +528,7 @@ impl Stager {
             nats: cluster.nats.url(),
             crash_at: None,
             unprivileged: false,
+            rescan: 0.5,
             child: None,
         };
         s.spawn();
@@ -556,7 +559,7 @@ impl Stager {
                 "--store",
                 &self.store,
                 "--rescan",
-                "0.5",
+                &self.rescan.to_string(),
             ])
             .env("RUST_LOG", "info")
             .env("P2_USER", "stager")
