@@ -1,0 +1,146 @@
+//! What reads answer: nodes, bundle versions, children, the tree, the request log.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Address;
+use crate::bundle::{FileIndex, Hash};
+use crate::manifest::Manifest;
+use crate::nodeconf::Effective;
+
+use super::*;
+
+/// A bundle version of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub version: u64,
+    pub id: Hash,
+    /// True when this bundle was already that version: nothing new was recorded.
+    pub existing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Done,
+    Failed,
+}
+
+/// One entry of the request log. Nothing in it is ever deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub seq: u64,
+    pub id: RequestId,
+    pub user: UserName,
+    /// Milliseconds since the Unix epoch, stamped by the leader.
+    pub time_ms: u64,
+    pub verb: String,
+    pub target: Address,
+    pub status: RequestStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+    pub log_index: u64,
+    pub payload: WriteOp,
+    #[serde(default)]
+    pub created: Vec<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refused>,
+}
+
+/// One entry of a node's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub request: RequestId,
+    pub user: UserName,
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    ConfigSet {
+        key: String,
+        value: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<Value>,
+    },
+    Archived,
+    BundleAdded {
+        version: u64,
+        bundle: Hash,
+    },
+    RunCreated {
+        run: RunId,
+        task: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub address: Address,
+    pub archived: bool,
+    /// True when the node itself is not archived but an ancestor is.
+    pub hidden_by_ancestor: bool,
+    pub own: Map<String, Value>,
+    pub effective: Effective,
+    pub children: Vec<ChildView>,
+    pub created_seq: u64,
+    pub created_ms: u64,
+    pub history_len: u64,
+    /// Bundle versions, oldest first.
+    #[serde(default)]
+    pub bundles: Vec<BundleVersion>,
+}
+
+/// One immutable bundle version of a node, as `show` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleVersion {
+    pub version: u64,
+    pub id: Hash,
+    /// The run that produced it, when it is a run's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
+    pub files: u64,
+    pub bytes: u64,
+    pub user: UserName,
+    pub time_ms: u64,
+    pub request: RequestId,
+    pub manifest: Manifest,
+}
+
+/// One bundle version with everything needed to materialise it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleDetail {
+    pub address: Address,
+    #[serde(flatten)]
+    pub version: BundleVersion,
+    pub index: FileIndex,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildView {
+    pub address: Address,
+    pub name: String,
+    pub archived: bool,
+    pub children: u64,
+}
+
+/// A page of a subtree, depth first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeView {
+    /// `children` counts the children listed (archived ones only with `all`).
+    pub nodes: Vec<ChildView>,
+    /// Nodes of the subtree after this page.
+    pub more: u64,
+    /// Where the next page starts (`after`), when `more` is not 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Address>,
+}
