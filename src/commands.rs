@@ -6,77 +6,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use plotter2_node::protocol::{
     ClusterOp, EventKind, NodeStatus, Op, ReadOp, Reply, RequestRecord, RequestStatus, Role,
-    TREE_LIMIT, TreeView, UserName, WriteOp,
+    TREE_LIMIT, TreeView, WriteOp,
 };
-use plotter2_node::{Address, Client, ClusterFile, Home};
+use plotter2_node::{Address, Client, Home};
 use serde::Serialize;
 
 use crate::cli::{ClusterCommand, Command, Global};
 use crate::output::{self, Table};
 
-/// `--nats`/`$P2_NATS`, else the URL `plotter2 up` wrote into the home.
-pub fn nats_url(flag: Option<String>, home: &Home) -> Result<String> {
-    if let Some(url) = flag.filter(|u| !u.is_empty()) {
-        return Ok(url);
-    }
-    match ClusterFile::load(&home.cluster_file())? {
-        Some(cf) => Ok(cf.nats_url),
-        None => bail!(
-            "no cluster to talk to: {} does not exist. Start one with `plotter2 up --home {}`, \
-             or pass --nats URL / set P2_NATS",
-            home.cluster_file().display(),
-            home.root().display()
-        ),
-    }
-}
-
-/// `--user`/`$P2_USER`, else the OS user.
-fn user_name(flag: Option<String>) -> Result<UserName> {
-    let name = match flag.filter(|u| !u.is_empty()) {
-        Some(u) => u,
-        None => os_user().context("cannot tell who you are: pass --user NAME or set P2_USER")?,
-    };
-    UserName::parse(&name).map_err(|e| anyhow::anyhow!("{e}; pass --user NAME or set P2_USER"))
-}
-
-fn os_user() -> Option<String> {
-    for var in ["USER", "LOGNAME"] {
-        if let Some(u) = std::env::var(var).ok().filter(|u| !u.is_empty()) {
-            return Some(u);
-        }
-    }
-    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once.
-    unsafe {
-        let pw = libc::getpwuid(libc::getuid());
-        if pw.is_null() || (*pw).pw_name.is_null() {
-            return None;
-        }
-        std::ffi::CStr::from_ptr((*pw).pw_name)
-            .to_str()
-            .ok()
-            .map(str::to_owned)
-    }
-}
-
-pub async fn connect(global: &Global) -> Result<Client> {
-    let home = Home::resolve(global.home.clone())?;
-    let url = nats_url(global.nats.clone(), &home)?;
-    let user = user_name(global.user.clone())?;
-    if !(global.timeout.is_finite() && global.timeout > 0.0) {
-        bail!("--timeout must be a positive number of seconds");
-    }
-    Ok(Client::connect(&url, user)
-        .await?
-        .with_deadline(Duration::from_secs_f64(global.timeout)))
-}
-
-pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
 pub async fn run(global: &Global, command: Command) -> Result<()> {
-    let client = connect(global).await?;
+    let client = crate::connect::connect(global).await?;
     let (op, json) = match command {
         Command::New { addr, set, json } => (Op::Write(WriteOp::New { addr, set }), json),
         Command::Set { addr, set, json } => (Op::Write(WriteOp::Set { addr, set }), json),
@@ -116,7 +55,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                 bail!("unexpected answer to tree");
             };
             if json {
-                return print_json(&tree);
+                return output::print_json(&tree);
             }
             print!("{}", tree_text(&addr, &tree, all));
             return Ok(());
@@ -154,16 +93,16 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         }
         Command::Logs { run, follow } => {
             let home = Home::resolve(global.home.clone())?;
-            let store = crate::roles::open_store(global, &home).await?;
+            let store = crate::connect::open_store(global, &home).await?;
             return crate::runcmds::logs(&client, &store, run, follow).await;
         }
         Command::Cancel { run, json } => return crate::runcmds::cancel(&client, run, json).await,
         Command::Runs { addr, json } => {
             let runs = crate::runcmds::fetch_runs(&client, &addr, None).await?;
             if json {
-                return print_json(&runs);
+                return output::print_json(&runs);
             }
-            print!("{}", runs_table(&runs));
+            print!("{}", output::runs_table(&runs));
             return Ok(());
         }
         Command::Cluster {
@@ -202,18 +141,18 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
     let reply = client.call(op).await?;
     if json {
         return match reply {
-            Reply::Written(r) => print_json(&r),
-            Reply::Node(n) => print_json(&n),
-            Reply::Children(c) => print_json(&c),
-            Reply::Tree(t) => print_json(&t),
-            Reply::History(h) => print_json(&h),
-            Reply::Requests(r) => print_json(&r),
-            Reply::Request(r) => print_json(&r),
-            Reply::Bundle(b) => print_json(&b),
-            Reply::Runs(r) => print_json(&r),
-            Reply::RunStates(r) => print_json(&r),
-            Reply::Run(r) => print_json(&r),
-            Reply::Cluster(c) => print_json(&c),
+            Reply::Written(r) => output::print_json(&r),
+            Reply::Node(n) => output::print_json(&n),
+            Reply::Children(c) => output::print_json(&c),
+            Reply::Tree(t) => output::print_json(&t),
+            Reply::History(h) => output::print_json(&h),
+            Reply::Requests(r) => output::print_json(&r),
+            Reply::Request(r) => output::print_json(&r),
+            Reply::Bundle(b) => output::print_json(&b),
+            Reply::Runs(r) => output::print_json(&r),
+            Reply::RunStates(r) => output::print_json(&r),
+            Reply::Run(r) => output::print_json(&r),
+            Reply::Cluster(c) => output::print_json(&c),
         };
     }
     match reply {
@@ -335,13 +274,13 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             "{}@{} {} ({} files)",
             b.address, b.version.version, b.version.id, b.version.files
         ),
-        Reply::Runs(runs) => print!("{}", runs_table(&runs)),
+        Reply::Runs(runs) => print!("{}", output::runs_table(&runs)),
         Reply::RunStates(states) => {
             for (id, state) in states {
                 println!("{id} {}", format!("{state:?}").to_lowercase());
             }
         }
-        Reply::Run(r) => print!("{}", runs_table(std::slice::from_ref(&r))),
+        Reply::Run(r) => print!("{}", output::runs_table(std::slice::from_ref(&r))),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
     }
     Ok(())
@@ -367,21 +306,6 @@ fn tree_text(root: &Address, tree: &TreeView, all: bool) -> String {
     out
 }
 
-pub fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
-    let mut t = Table::new(&["RUN", "STATE", "TASK", "NODE", "PARAMS", "CREATED"]);
-    for r in runs {
-        t.row(vec![
-            r.id.to_string(),
-            format!("{:?}", r.state).to_lowercase(),
-            r.task.clone(),
-            r.node.to_string(),
-            serde_json::to_string(&r.params).unwrap_or_default(),
-            output::time(r.created_ms),
-        ]);
-    }
-    t.render()
-}
-
 async fn push(
     global: &Global,
     client: &Client,
@@ -396,7 +320,7 @@ async fn push(
         .with_context(|| format!("pushing {}", dir.display()))?;
     drop(bar);
     if json {
-        return print_json(&pushed);
+        return output::print_json(&pushed);
     }
     let b = &pushed.bundle;
     let what = if b.existing {
@@ -426,7 +350,7 @@ async fn get(
 ) -> Result<()> {
     let home = Home::resolve(global.home.clone())?;
     let detail = plotter2_node::tree::resolve(client, reference).await?;
-    let store = crate::roles::open_store(global, &home).await?;
+    let store = crate::connect::open_store(global, &home).await?;
     if let Some(path) = &reference.path {
         plotter2_node::tree::file_to_stdout(&store, &detail, path.as_str()).await?;
         return Ok(());
@@ -464,7 +388,7 @@ async fn get(
             bytes: u64,
             to: &'a std::path::Path,
         }
-        return print_json(&Got {
+        return output::print_json(&Got {
             address: &detail.address,
             version: detail.version.version,
             bundle: detail.version.id,
@@ -607,7 +531,7 @@ async fn cluster_status(client: &Client, json: bool) -> Result<()> {
         })
         .collect();
     if json {
-        return print_json(&rows);
+        return output::print_json(&rows);
     }
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     let mut t = Table::new(&[

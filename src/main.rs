@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod connect;
 mod output;
 mod progress;
 mod roles;

@@ -99,6 +99,28 @@ pub fn value(v: &serde_json::Value) -> String {
     }
 }
 
+/// `v` as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Runs as a table, one per line.
+pub fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
+    let mut t = Table::new(&["RUN", "STATE", "TASK", "NODE", "PARAMS", "CREATED"]);
+    for r in runs {
+        t.row(vec![
+            r.id.to_string(),
+            format!("{:?}", r.state).to_lowercase(),
+            r.task.clone(),
+            r.node.to_string(),
+            serde_json::to_string(&r.params).unwrap_or_default(),
+            time(r.created_ms),
+        ]);
+    }
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use plotter2_coordinator::{CoordinatorConfig, RaftTuning};
-use plotter2_node::store::BlobStore;
-use plotter2_node::{ClusterFile, Home};
+use plotter2_node::Home;
 use serde::Deserialize;
 
 use crate::cli::{CoordinatorArgs, Global, StagerArgs, WorkerArgs};
@@ -67,7 +66,7 @@ pub fn coordinator_config(global: &Global, args: &CoordinatorArgs) -> Result<Coo
         .clone()
         .or(file.raft_addr)
         .context("--raft-addr is required (host:port for raft peers, e.g. 127.0.0.1:7001)")?;
-    let nats_url = crate::commands::nats_url(global.nats.clone().or(file.nats), &home)?;
+    let nats_url = crate::connect::nats_url(global.nats.clone().or(file.nats), &home)?;
     let defaults = RaftTuning::default();
     let election_min = args
         .election_ms
@@ -145,25 +144,6 @@ pub async fn run_coordinator(global: &Global, args: &CoordinatorArgs) -> Result<
     Ok(())
 }
 
-/// `--store`/`$P2_STORE`, else the store `plotter2 up` recorded, else `<home>/source`.
-pub fn store_url(global: &Global, home: &Home) -> Result<String> {
-    if let Some(url) = global.store.clone().filter(|u| !u.is_empty()) {
-        return Ok(url);
-    }
-    if let Some(url) = ClusterFile::load(&home.cluster_file())?.and_then(|c| c.store) {
-        return Ok(url);
-    }
-    Ok(home.source().to_string_lossy().into_owned())
-}
-
-/// Opens the object store and checks that it answers.
-pub async fn open_store(global: &Global, home: &Home) -> Result<BlobStore> {
-    let url = store_url(global, home)?;
-    let store = tokio::task::spawn_blocking(move || BlobStore::open(&url)).await??;
-    store.check().await?;
-    Ok(store)
-}
-
 /// A NATS-safe default role name: the host name and pid.
 fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -208,9 +188,9 @@ pub async fn run_worker(global: &Global, args: &WorkerArgs) -> Result<()> {
     if args.slots == 0 {
         bail!("--slots must be at least 1");
     }
-    let store = open_store(global, &home).await?;
-    let nats_url = crate::commands::nats_url(global.nats.clone(), &home)?;
-    let client = crate::commands::connect(global).await?;
+    let store = crate::connect::open_store(global, &home).await?;
+    let nats_url = crate::connect::nats_url(global.nats.clone(), &home)?;
+    let client = crate::connect::connect(global).await?;
     let config = plotter2_worker::WorkerConfig {
         name,
         serve: args.serve.clone(),
@@ -236,8 +216,8 @@ pub async fn run_stager(global: &Global, args: &StagerArgs) -> Result<()> {
         Ok(step) if !step.is_empty() => Some(step.parse().map_err(anyhow::Error::msg)?),
         _ => None,
     };
-    let store = open_store(global, &home).await?;
-    let client = crate::commands::connect(global).await?;
+    let store = crate::connect::open_store(global, &home).await?;
+    let client = crate::connect::connect(global).await?;
     let config = plotter2_stager::StagerConfig {
         name,
         inbox: args.inbox.clone().unwrap_or_else(|| home.inbox()),

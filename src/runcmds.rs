@@ -11,7 +11,7 @@ use plotter2_node::protocol::{
 use plotter2_node::store::BlobStore;
 use plotter2_node::{Address, Client};
 
-use crate::commands::{print_json, runs_table};
+use crate::output::{print_json, runs_table};
 use crate::progress::RunCounts;
 
 async fn read_run(client: &Client, id: RunId) -> Result<RunRecord> {

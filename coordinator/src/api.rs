@@ -6,7 +6,7 @@
 //! hanging: the client retries with the same request id, so a write that does commit later is
 //! still applied once.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -20,8 +20,9 @@ use plotter2_node::protocol::{
 use tracing::Instrument;
 
 use crate::registry::check_write;
+use crate::state_machine::Raft;
 use crate::state_machine::StateMachine;
-use crate::types::{Command, Raft};
+use crate::types::{Command, now_ms};
 
 /// What the API needs from the coordinator.
 #[derive(Clone)]
@@ -41,13 +42,6 @@ pub struct Api {
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::Internal, e.to_string())
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Api {

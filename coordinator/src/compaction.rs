@@ -7,8 +7,8 @@
 
 use openraft::type_config::async_runtime::WatchReceiver;
 
+use crate::state_machine::Raft;
 use crate::state_machine::StateMachine;
-use crate::types::Raft;
 
 /// Entries since the last snapshot after which a new one is due.
 pub fn threshold(every: u64, requests: u64) -> u64 {

@@ -164,13 +164,13 @@ mod tests {
     #[test]
     fn a_task_message_encoded_from_the_stored_run_decodes_as_a_task_message() {
         let mut reg = crate::registry::Registry::default();
-        let code = crate::runs::tests_support::code_at(
+        let code = crate::testing::code_at(
             "/e",
             serde_json::json!({"t": {"kind": "command", "run": ["true"]}}),
         );
-        crate::runs::tests_support::apply(&mut reg, code).unwrap();
-        let run = crate::runs::tests_support::run("/e", "t", &["x=1"], &[]);
-        crate::runs::tests_support::apply(&mut reg, run).unwrap();
+        crate::testing::apply(&mut reg, code).unwrap();
+        let run = crate::testing::run("/e", "t", &["x=1"], &[]);
+        crate::testing::apply(&mut reg, run).unwrap();
         let stored = reg.queued_runs().remove(0);
         let bytes = protocol::encode(&TaskMessageRef {
             run: &stored,

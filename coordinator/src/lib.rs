@@ -10,6 +10,7 @@
 //! only through `plotter2-node`'s protocol over NATS.
 
 pub mod api;
+mod apply;
 pub mod compaction;
 pub mod dispatch;
 pub mod liveness;
@@ -18,6 +19,8 @@ pub mod network;
 pub mod registry;
 pub mod runs;
 pub mod state_machine;
+#[cfg(test)]
+mod testing;
 pub mod types;
 
 use std::collections::BTreeMap;

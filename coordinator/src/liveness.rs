@@ -16,9 +16,9 @@ use plotter2_node::protocol::{
 };
 use plotter2_node::{Address, WorkerName};
 
-use crate::api::now_ms;
+use crate::state_machine::Raft;
 use crate::state_machine::StateMachine;
-use crate::types::{Command, Raft};
+use crate::types::{Command, now_ms};
 
 /// Misses in a row that make an attempt lost.
 const MISSES: u32 = 2;

@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder, Framed};
 
-use crate::types::{Entry, LogId, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
+use crate::state_machine::Raft;
+use crate::types::{Entry, LogId, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;

@@ -1,6 +1,7 @@
 //! The registry: nodes, their config and history, and the request log.
 //!
-//! Pure data and deterministic functions: [`Registry::apply`] depends only on the command and
+//! Applying commands lives in `apply`, runs in `runs`. Pure data and deterministic
+//! functions: [`Registry::apply`] depends only on the command and
 //! the log index, never on clocks, randomness or hash-map order, so every replica that applies
 //! the same log holds the same registry (compare [`Registry::digest`]).
 
@@ -12,15 +13,13 @@ use plotter2_node::bundle::{FileIndex, Hash};
 use plotter2_node::manifest::Manifest;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
-    ApiError, AttemptUpdate, BundleDetail, BundleRef, BundleVersion, ChildView, Event, EventKind,
-    NodeView, Refused, RequestId, RequestRecord, RequestStatus, RunId, RunOutcome, RunRecord,
-    TREE_DEFAULT_LIMIT, TREE_LIMIT, TreeView, UserName, WriteOp, WriteReceipt,
+    ApiError, AttemptUpdate, BundleDetail, BundleVersion, ChildView, Event, EventKind, NodeView,
+    RequestId, RequestRecord, RunId, RunOutcome, RunRecord, TREE_DEFAULT_LIMIT, TREE_LIMIT,
+    TreeView, UserName, WriteOp,
 };
 use plotter2_node::sweep;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-use crate::types::Command;
 
 /// Most assignments one request may carry.
 pub const MAX_ASSIGNMENTS: usize = 1000;
@@ -79,8 +78,8 @@ impl StoredBundle {
 pub struct Registry {
     pub(crate) nodes: BTreeMap<Address, Arc<NodeRecord>>,
     /// The request log; entry `i` has `seq == i + 1`.
-    requests: Vec<Arc<RequestRecord>>,
-    by_id: BTreeMap<RequestId, u64>,
+    pub(crate) requests: Vec<Arc<RequestRecord>>,
+    pub(crate) by_id: BTreeMap<RequestId, u64>,
     /// Every run, in creation order.
     #[serde(default)]
     pub(crate) runs: BTreeMap<RunId, Arc<RunRecord>>,
@@ -235,269 +234,6 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
 }
 
 impl Registry {
-    /// Applies one committed command at `log_index`. A request id seen before answers its first
-    /// result and changes nothing.
-    pub fn apply(&mut self, cmd: Command, log_index: u64) -> Result<WriteReceipt, ApiError> {
-        if let Some(answer) = self.answer_for(&cmd.id) {
-            return answer;
-        }
-        let seq = self.requests.len() as u64 + 1;
-        let mut created = Vec::new();
-        let mut runs = Vec::new();
-        let mut refused = Vec::new();
-        let outcome = check_write(&cmd.op).and_then(|()| match &cmd.op {
-            WriteOp::Attempts { worker, items, .. } => {
-                // Each item is planned against what the items before it left, and applies or
-                // is refused alone.
-                for (i, item) in items.iter().enumerate() {
-                    match self.plan_attempt(&cmd, worker, item) {
-                        Ok(plan) => self.install(plan, &cmd, seq, &mut created),
-                        Err(error) => refused.push(Refused {
-                            index: u32::try_from(i).unwrap_or(u32::MAX),
-                            run: item.run(),
-                            error,
-                        }),
-                    }
-                }
-                Ok(())
-            }
-            op => {
-                let plan = self.plan(&cmd, seq)?;
-                if matches!(op, WriteOp::Run { .. }) {
-                    runs = plan.runs.iter().map(|r| r.id).collect();
-                }
-                self.install(plan, &cmd, seq, &mut created);
-                Ok(())
-            }
-        });
-        let bundle = match (&cmd.op, &outcome) {
-            (WriteOp::Ingest { addr, bundle, .. }, Ok(())) => self.nodes.get(addr).and_then(|n| {
-                let b = n.bundles.iter().find(|b| b.id == *bundle)?;
-                Some(BundleRef {
-                    version: b.version,
-                    id: b.id,
-                    existing: b.request != cmd.id,
-                })
-            }),
-            _ => None,
-        };
-        self.requests.push(Arc::new(RequestRecord {
-            seq,
-            id: cmd.id,
-            user: cmd.user.clone(),
-            time_ms: cmd.time_ms,
-            verb: cmd.op.verb().to_owned(),
-            target: cmd.op.target().clone(),
-            status: if outcome.is_ok() {
-                RequestStatus::Done
-            } else {
-                RequestStatus::Failed
-            },
-            error: outcome.as_ref().err().cloned(),
-            log_index,
-            payload: cmd.op,
-            created,
-            bundle,
-            runs,
-            refused,
-        }));
-        self.by_id.insert(cmd.id, seq);
-        self.result_of(seq, false)
-    }
-
-    /// Makes a plan true: all of it, in order.
-    fn install(&mut self, plan: Plan, cmd: &Command, seq: u64, created: &mut Vec<Address>) {
-        for (addr, kind) in plan.events {
-            let event = Event {
-                seq,
-                request: cmd.id,
-                user: cmd.user.clone(),
-                time_ms: cmd.time_ms,
-                kind,
-            };
-            if matches!(event.kind, EventKind::Created) {
-                created.push(addr.clone());
-                self.nodes.insert(
-                    addr,
-                    Arc::new(NodeRecord {
-                        own: Map::new(),
-                        archived: false,
-                        created_seq: seq,
-                        created_ms: cmd.time_ms,
-                        history: vec![event],
-                        bundles: Vec::new(),
-                    }),
-                );
-            } else if let Some(node) = self.nodes.get_mut(&addr).map(Arc::make_mut) {
-                if matches!(event.kind, EventKind::Archived) {
-                    node.archived = true;
-                }
-                // Config is installed from `plan.configs`, bundles from `plan.bundles`.
-                node.history.push(event);
-            }
-        }
-        for (addr, own) in plan.configs {
-            if let Some(node) = self.nodes.get_mut(&addr) {
-                Arc::make_mut(node).own = own;
-            }
-        }
-        for (addr, stored) in plan.bundles {
-            if let Some(node) = self.nodes.get_mut(&addr) {
-                Arc::make_mut(node).bundles.push(stored);
-            }
-        }
-        for run in plan.runs {
-            self.index_run(&run, seq);
-            self.runs.insert(run.id, Arc::new(run));
-        }
-    }
-
-    /// Works out what `cmd` (request number `seq`) does without changing anything.
-    fn plan(&self, cmd: &Command, seq: u64) -> Result<Plan, ApiError> {
-        let mut plan = Plan::default();
-        match &cmd.op {
-            WriteOp::New { addr, set } => {
-                self.plan_lineage(addr, &mut plan.events)?;
-                if !set.is_empty() {
-                    let own = self
-                        .nodes
-                        .get(addr)
-                        .map(|n| n.own.clone())
-                        .unwrap_or_default();
-                    let own = plan_assignments(addr, own, set, &mut plan.events)?;
-                    plan.configs.push((addr.clone(), own));
-                }
-            }
-            WriteOp::Set { addr, set } => {
-                let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
-                if node.archived {
-                    return Err(ApiError::bad_request(format!(
-                        "{addr} is archived and read-only"
-                    )));
-                }
-                let own = plan_assignments(addr, node.own.clone(), set, &mut plan.events)?;
-                plan.configs.push((addr.clone(), own));
-            }
-            WriteOp::Archive { addr } => {
-                let node = self.nodes.get(addr).ok_or_else(|| no_node(addr))?;
-                if !node.archived {
-                    plan.events.push((addr.clone(), EventKind::Archived));
-                }
-            }
-            WriteOp::Ingest {
-                addr,
-                bundle,
-                index,
-                manifest,
-            } => {
-                self.plan_lineage(addr, &mut plan.events)?;
-                plan.add_bundle(
-                    self,
-                    addr,
-                    StoredBundle {
-                        version: 0,
-                        id: *bundle,
-                        run: None,
-                        index: index.clone(),
-                        manifest: (**manifest).clone(),
-                        user: cmd.user.clone(),
-                        time_ms: cmd.time_ms,
-                        request: cmd.id,
-                    },
-                );
-            }
-            WriteOp::Run {
-                addr,
-                task,
-                set,
-                sweep,
-                force,
-            } => {
-                let ask = crate::runs::RunAsk {
-                    addr,
-                    task,
-                    set,
-                    sweep,
-                    force: *force,
-                };
-                self.plan_run(cmd, seq, &ask, &mut plan)?;
-            }
-            WriteOp::Cancel { node, run } => self.plan_cancel(cmd, node, run, &mut plan)?,
-            // Applied item by item in `apply`.
-            WriteOp::Attempts { .. } => {}
-        }
-        Ok(plan)
-    }
-
-    /// The effective config of `addr`, with `extra` as its own config when it does not exist
-    /// yet.
-    pub(crate) fn effective(
-        &self,
-        addr: &Address,
-        extra: Option<&Map<String, Value>>,
-    ) -> Map<String, Value> {
-        let mut effective = Effective::default();
-        for a in addr.lineage() {
-            if let Some(n) = self.nodes.get(&a) {
-                effective.overlay(&a, &n.own);
-            }
-        }
-        if let Some(own) = extra {
-            effective.overlay(addr, own);
-        }
-        effective.config
-    }
-
-    /// Creates `addr` and its missing ancestors (`mkdir -p`); refuses to pass an archived node.
-    pub(crate) fn plan_lineage(
-        &self,
-        addr: &Address,
-        events: &mut Vec<(Address, EventKind)>,
-    ) -> Result<(), ApiError> {
-        for a in addr.lineage() {
-            match self.nodes.get(&a) {
-                Some(n) if n.archived => {
-                    return Err(ApiError::bad_request(format!(
-                        "{a} is archived; archived nodes keep their name and history, choose another name"
-                    )));
-                }
-                Some(_) => {}
-                None => events.push((a, EventKind::Created)),
-            }
-        }
-        Ok(())
-    }
-
-    /// The first answer to a request id already applied.
-    pub fn answer_for(&self, id: &RequestId) -> Option<Result<WriteReceipt, ApiError>> {
-        self.by_id.get(id).map(|&seq| self.result_of(seq, true))
-    }
-
-    fn result_of(&self, seq: u64, duplicate: bool) -> Result<WriteReceipt, ApiError> {
-        let rec = self
-            .requests
-            .get((seq as usize).wrapping_sub(1))
-            .ok_or_else(|| {
-                ApiError::new(
-                    plotter2_node::protocol::ErrorKind::Internal,
-                    "request log is inconsistent",
-                )
-            })?;
-        match &rec.error {
-            Some(e) => Err(e.clone()),
-            None => Ok(WriteReceipt {
-                seq,
-                id: rec.id,
-                log_index: rec.log_index,
-                duplicate,
-                created: rec.created.clone(),
-                bundle: rec.bundle.clone(),
-                runs: rec.runs.clone(),
-                refused: rec.refused.clone(),
-            }),
-        }
-    }
-
     pub fn contains(&self, addr: &Address) -> bool {
         self.nodes.contains_key(addr)
     }
@@ -799,7 +535,9 @@ fn lookup(own: &Map<String, Value>, parts: &[String]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Command;
     use plotter2_node::protocol::UserName;
+    use plotter2_node::protocol::{BundleRef, RequestStatus};
     use serde_json::json;
 
     fn addr(s: &str) -> Address {
@@ -1010,8 +748,7 @@ mod tests {
     }
 
     fn ingest(a: &str, files: &[(&str, &[u8])]) -> WriteOp {
-        let (index, manifest) =
-            crate::runs::tests_support::bundle(files, json!({"manifest_version": 1}));
+        let (index, manifest) = crate::testing::bundle(files, json!({"manifest_version": 1}));
         WriteOp::Ingest {
             addr: addr(a),
             bundle: index.id(),

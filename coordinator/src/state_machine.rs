@@ -123,6 +123,9 @@ impl SnapshotFile {
     }
 }
 
+/// The raft node over this state machine.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
 /// Shared handle: the API reads the registry through [`StateMachine::read`].
 #[derive(Clone)]
 pub struct StateMachine {

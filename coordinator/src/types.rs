@@ -1,6 +1,7 @@
 //! The raft type configuration and what travels in the log.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use plotter2_node::protocol::{ApiError, RequestId, UserName, WriteOp, WriteReceipt};
 use serde::{Deserialize, Serialize};
@@ -50,10 +51,18 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
 );
 
-pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type NodeId = u64;
+
+/// The leader's clock, in milliseconds since the epoch: it stamps [`Command::time_ms`] and
+/// ages attempts. Apply never calls it.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
