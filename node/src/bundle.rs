@@ -22,6 +22,9 @@ pub enum BundleError {
     Duplicate { path: String },
     #[error("{text:?} is not a content id; ids look like b3: followed by 64 hex digits")]
     BadHash { text: String },
+    /// A stored file index that does not parse (see [`FileIndex::from_canonical`]).
+    #[error("line {line} of a stored file index: {why}")]
+    BadIndexLine { line: usize, why: String },
 }
 
 /// A blake3 content hash, written `b3:<64 hex>`.
@@ -206,6 +209,46 @@ impl FileIndex {
     pub fn id(&self) -> Hash {
         Hash::of(self.canonical().as_bytes())
     }
+
+    /// Reads back the [`FileIndex::canonical`] form, so an index can be stored as a blob
+    /// whose key is the bundle id. Paths hold no control characters, so each line is one
+    /// entry, and the path (which may hold spaces) is the rest of the line.
+    pub fn from_canonical(text: &[u8]) -> Result<Self, BundleError> {
+        let text = std::str::from_utf8(text).map_err(|e| BundleError::BadIndexLine {
+            line: 1 + text[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            why: "not UTF-8".into(),
+        })?;
+        let mut files = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let bad = |why: String| BundleError::BadIndexLine { line: i + 1, why };
+            let mut parts = line.splitn(4, ' ');
+            let (Some(mode), Some(size), Some(hex), Some(path)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad("expected `<octal mode> <size> <hex> <path>`".into()));
+            };
+            let mode =
+                u32::from_str_radix(mode, 8).map_err(|e| bad(format!("mode {mode:?}: {e}")))?;
+            let size = size
+                .parse::<u64>()
+                .map_err(|e| bad(format!("size {size:?}: {e}")))?;
+            let blob: Hash = format!("b3:{hex}")
+                .parse()
+                .map_err(|e: BundleError| bad(e.to_string()))?;
+            let path = BundlePath::parse(path).map_err(|e| bad(e.to_string()))?;
+            files.push(FileEntry {
+                path,
+                blob,
+                size,
+                mode,
+            });
+        }
+        let index = FileIndex::new(files)?;
+        Ok(index)
+    }
 }
 
 impl<'de> Deserialize<'de> for FileIndex {
@@ -262,6 +305,39 @@ mod tests {
         assert!(a.get("b.csv").is_some() && a.get("nope").is_none());
         let dup = FileIndex::new(vec![entry("a", b"1"), entry("a", b"2")]).unwrap_err();
         assert!(dup.to_string().contains("twice"));
+    }
+
+    #[test]
+    fn the_canonical_form_reads_back() {
+        let a = FileIndex::new(vec![
+            entry("data/x.csv", b"hello"),
+            entry("a file with spaces.txt", b""),
+            entry("z/deep/er.bin", b"\x00\x01"),
+        ])
+        .unwrap();
+        let back = FileIndex::from_canonical(a.canonical().as_bytes()).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.id(), a.id());
+        assert_eq!(FileIndex::from_canonical(b"").unwrap().files().len(), 0);
+        for (text, why) in [
+            (&b"644 5 abc"[..], "line 1"),
+            (
+                b"644 x 0000000000000000000000000000000000000000000000000000000000000000 a",
+                "size",
+            ),
+            (
+                b"999 5 0000000000000000000000000000000000000000000000000000000000000000 a",
+                "mode",
+            ),
+            (b"644 5 zz a", "not a content id"),
+            (
+                b"644 5 0000000000000000000000000000000000000000000000000000000000000000 ../a",
+                "'..'",
+            ),
+        ] {
+            let e = FileIndex::from_canonical(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{e} should mention {why}");
+        }
     }
 
     #[test]

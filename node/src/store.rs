@@ -217,6 +217,25 @@ impl BlobStore {
         }
     }
 
+    /// Stores `index` as a blob under its bundle id (its canonical form is what the id hashes),
+    /// unless it is there. A bundle's index can then travel by id instead of in a message.
+    pub async fn put_index(&self, index: &crate::bundle::FileIndex) -> Result<Hash, StoreError> {
+        let text = index.canonical();
+        let id = Hash::of(text.as_bytes());
+        self.put_blob(&id, Bytes::from(text)).await?;
+        Ok(id)
+    }
+
+    /// Reads the file index of bundle `id`, verified like any blob.
+    pub async fn get_index(&self, id: &Hash) -> Result<crate::bundle::FileIndex, StoreError> {
+        let bytes = self.get_blob(id).await?;
+        let key = id.blob_key();
+        tokio::task::spawn_blocking(move || crate::bundle::FileIndex::from_canonical(&bytes))
+            .await
+            .map_err(|e| self.io(&key, e))?
+            .map_err(|e| self.io(&key, e))
+    }
+
     /// Reads a whole blob and checks it against its hash.
     pub async fn get_blob(&self, hash: &Hash) -> Result<Bytes, StoreError> {
         let key = hash.blob_key();
@@ -550,6 +569,17 @@ mod tests {
         assert!(dir.join(QUARANTINE).join(h.blob_key()).is_file());
         assert!(store.put_blob(&h, content.clone()).await.unwrap(), "healed");
         assert_eq!(store.get_blob(&h).await.unwrap(), content);
+
+        // A bundle's file index is a blob keyed by the bundle id.
+        let index = crate::bundle::FileIndex::new(vec![crate::bundle::FileEntry {
+            path: crate::bundle::BundlePath::parse("data/x y.csv").unwrap(),
+            blob: h,
+            size: content.len() as u64,
+            mode: 0o644,
+        }])
+        .unwrap();
+        assert_eq!(store.put_index(&index).await.unwrap(), index.id());
+        assert_eq!(store.get_index(&index.id()).await.unwrap(), index);
 
         // A write whose bytes do not match the key is refused, by bytes and by link alike.
         let wrong = Hash::of(b"something else");
