@@ -246,8 +246,7 @@ impl FileIndex {
                 mode,
             });
         }
-        let index = FileIndex::new(files)?;
-        Ok(index)
+        FileIndex::new(files)
     }
 }
 

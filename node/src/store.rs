@@ -220,8 +220,14 @@ impl BlobStore {
     /// Stores `index` as a blob under its bundle id (its canonical form is what the id hashes),
     /// unless it is there. A bundle's index can then travel by id instead of in a message.
     pub async fn put_index(&self, index: &crate::bundle::FileIndex) -> Result<Hash, StoreError> {
-        let text = index.canonical();
-        let id = Hash::of(text.as_bytes());
+        // An index can hold a million lines: build and hash it off the runtime.
+        let index = index.clone();
+        let (id, text) = tokio::task::spawn_blocking(move || {
+            let text = index.canonical();
+            (Hash::of(text.as_bytes()), text)
+        })
+        .await
+        .map_err(|e| self.io("(file index)", e))?;
         self.put_blob(&id, Bytes::from(text)).await?;
         Ok(id)
     }
@@ -325,15 +331,13 @@ impl BlobStore {
             .await
             .map_err(|e| self.io(key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut src = Some((
+        // The file and the running hash go to each blocking read and come back with its bytes.
+        let mut state = (
             std::fs::File::open(file).map_err(|e| self.io(key, e))?,
             blake3::Hasher::new(),
-        ));
-        let mut hasher = None;
-        loop {
-            let Some((mut f, mut h)) = src.take() else {
-                break;
-            };
+        );
+        let hasher = loop {
+            let (mut f, mut h) = state;
             let read = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; PART_BYTES];
                 let mut n = 0;
@@ -359,18 +363,17 @@ impl BlobStore {
                 }
             };
             if buf.is_empty() {
-                hasher = Some(h);
-                break;
+                break h;
             }
             if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
                 let _ = writer.abort().await;
                 return Err(self.io(key, e));
             }
             writer.write(&buf);
-            src = Some((f, h));
-        }
-        let got = hasher.map(|h| Hash::from(h.finalize()));
-        if let Some(got) = got.filter(|g| g != hash) {
+            state = (f, h);
+        };
+        let got = Hash::from(hasher.finalize());
+        if got != *hash {
             let _ = writer.abort().await;
             return Err(self.mismatch(hash, got));
         }

@@ -161,7 +161,8 @@ pub async fn run(
                         // resumes it at the next start) and the others go on.
                         Err(e) => tracing::error!(name = ?name, error = %e, "bundle could not be ingested or set aside"),
                     }
-                    due |= running.len() < INGEST_CONCURRENCY;
+                    // A slot is free: folders left waiting for one go in now.
+                    due = true;
                 }
             }
         }

@@ -82,6 +82,19 @@ impl Pipeline {
                     tracing::warn!(name = %entry.name, step = %entry.step, error = %e, "ingest step failed; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
                 }
+                // Refused before the move into the spool finished: set the original aside
+                // where it lies. Once moved in, the spool copy is the one set aside.
+                Err(e)
+                    if entry.step == Step::Receiving
+                        && !tokio::fs::try_exists(self.spool.files_dir(&entry.id))
+                            .await
+                            .unwrap_or(false) =>
+                {
+                    let why = e.to_string();
+                    tracing::warn!(name = %entry.name, error = %why, "bundle could not be moved in; setting it aside");
+                    self.finish_rejecting(&entry, &why, true).await?;
+                    return Ok(Outcome::Rejected(why));
+                }
                 Err(e)
                     if matches!(
                         entry.step,
@@ -89,8 +102,7 @@ impl Pipeline {
                     ) =>
                 {
                     tracing::warn!(name = %entry.name, step = %entry.step, error = %e, "ingest step failed for good; setting the bundle aside");
-                    entry.rejection = Some(e.to_string());
-                    self.advance(&mut entry, Step::Rejecting).await?;
+                    self.start_rejecting(&mut entry, e.to_string()).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -108,14 +120,19 @@ impl Pipeline {
                     blocking(move || spool.remove(&id)).await?;
                     return Ok(Some(Outcome::Abandoned));
                 }
-                Received::Refused(why) => self.start_rejecting(entry, why).await?,
+                Received::Refused(why) => {
+                    // Nothing was moved in: reject the original where it lies.
+                    let why = why.to_string();
+                    self.finish_rejecting(entry, &why, true).await?;
+                    return Ok(Some(Outcome::Rejected(why)));
+                }
             },
             Step::Received => match self.hash(entry).await? {
                 Ok(hashed) => {
                     entry.hashed = Some(hashed);
                     self.advance(entry, Step::Hashed).await?;
                 }
-                Err(why) => self.start_rejecting(entry, why).await?,
+                Err(why) => self.start_rejecting(entry, why.to_string()).await?,
             },
             Step::Hashed => {
                 self.upload(entry).await?;
@@ -146,7 +163,7 @@ impl Pipeline {
             }
             Step::Rejecting => {
                 let why = entry.rejection.clone().unwrap_or_default();
-                self.finish_rejecting(entry, &why).await?;
+                self.finish_rejecting(entry, &why, false).await?;
                 tracing::warn!(name = %entry.name, reason = %why, "bundle rejected");
                 return Ok(Some(Outcome::Rejected(why)));
             }
@@ -164,8 +181,8 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn start_rejecting(&self, entry: &mut Entry, why: Rejection) -> Result<(), StagerError> {
-        entry.rejection = Some(why.to_string());
+    async fn start_rejecting(&self, entry: &mut Entry, why: String) -> Result<(), StagerError> {
+        entry.rejection = Some(why);
         self.advance(entry, Step::Rejecting).await
     }
 
@@ -303,18 +320,21 @@ impl Pipeline {
         })
     }
 
-    /// Moves the bundle (from the spool, or straight from the inbox when it was refused before
-    /// it was moved in) to `inbox/rejected/<name>` beside `<name>.error.txt`, then drops the
-    /// entry. Safe to repeat after a crash at any point.
-    async fn finish_rejecting(&self, entry: &Entry, why: &str) -> Result<(), StagerError> {
+    /// Moves the bundle (from the spool, or with `from_inbox` straight from the inbox: it was
+    /// refused before anything was moved in, and its entry is still `Receiving`) to
+    /// `inbox/rejected/<name>` beside `<name>.error.txt`, then drops the entry. Safe to repeat
+    /// after a crash at any point.
+    async fn finish_rejecting(
+        &self,
+        entry: &Entry,
+        why: &str,
+        from_inbox: bool,
+    ) -> Result<(), StagerError> {
         let rejected = self.rejected_dir();
-        let spooled = self.spool.files_dir(&entry.id);
-        let files = if entry.step == Step::Rejecting
-            && !tokio::fs::try_exists(&spooled).await.unwrap_or(true)
-        {
+        let files = if from_inbox {
             self.inbox.join(&entry.name)
         } else {
-            spooled
+            self.spool.files_dir(&entry.id)
         };
         let name = entry.name.clone();
         let id = entry.id.clone();
