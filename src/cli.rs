@@ -73,6 +73,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The files of a bundle version (ADDR[@V|@latest], or ADDR[@V]:folder for what is
+    /// below it), in path order, a page at a time
+    Files {
+        reference: BundleReference,
+        /// At most this many files; a listing cut short says how many are left and how to go on
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Go on after this path (where a listing cut short stopped)
+        #[arg(long, value_name = "PATH")]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a node and any missing parents
     New {
         addr: Address,

@@ -125,6 +125,12 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             to,
             json,
         } => return get(global, &client, &reference, to, json).await,
+        Command::Files {
+            reference,
+            limit,
+            after,
+            json,
+        } => return files(global, &client, &reference, limit, after.as_deref(), json).await,
         Command::Up(_)
         | Command::Coordinator(_)
         | Command::Stager(_)
@@ -405,6 +411,58 @@ async fn get(
         detail.version.bytes,
         dest.display()
     );
+    Ok(())
+}
+
+/// Prints a page of a bundle version's files, read from its index in the object store.
+async fn files(
+    global: &Global,
+    client: &Client,
+    reference: &plotter2_node::reference::BundleReference,
+    limit: usize,
+    after: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let home = Home::resolve(global.home.clone())?;
+    let detail = plotter2_node::tree::resolve(client, reference).await?;
+    let store = crate::connect::open_store(global, &home).await?;
+    let index = store.get_index(&detail.version.id).await?;
+    let dir = reference.path.as_ref().map(|p| p.as_str());
+    let (page, more) = index.page(dir, after, limit);
+    let next = page.last().filter(|_| more > 0).map(|f| f.path.as_str());
+    if json {
+        #[derive(Serialize)]
+        struct Files<'a> {
+            address: &'a plotter2_node::Address,
+            version: u64,
+            bundle: plotter2_node::bundle::Hash,
+            files: &'a [plotter2_node::bundle::FileEntry],
+            more: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            next: Option<&'a str>,
+        }
+        return output::print_json(&Files {
+            address: &detail.address,
+            version: detail.version.version,
+            bundle: detail.version.id,
+            files: page,
+            more,
+            next,
+        });
+    }
+    let mut out = String::new();
+    for f in page {
+        let _ = writeln!(out, "{:04o} {:>12} {}", f.mode & 0o7777, f.size, f.path);
+    }
+    print!("{out}");
+    if let Some(next) = next {
+        println!(
+            "… {more} more files; list them with `plotter2 files {}@{}{} --after {next}`",
+            detail.address,
+            detail.version.version,
+            dir.map(|d| format!(":{d}")).unwrap_or_default()
+        );
+    }
     Ok(())
 }
 

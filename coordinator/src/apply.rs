@@ -171,7 +171,8 @@ impl Registry {
             WriteOp::Ingest {
                 addr,
                 bundle,
-                index,
+                files,
+                bytes,
                 manifest,
             } => {
                 self.plan_lineage(addr, &mut plan.events)?;
@@ -182,7 +183,8 @@ impl Registry {
                         version: 0,
                         id: *bundle,
                         run: None,
-                        index: index.clone(),
+                        files: *files,
+                        bytes: *bytes,
                         manifest: (**manifest).clone(),
                         user: cmd.user.clone(),
                         time_ms: cmd.time_ms,

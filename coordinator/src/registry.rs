@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use plotter2_node::Address;
-use plotter2_node::bundle::{FileIndex, Hash};
+use plotter2_node::bundle::Hash;
 use plotter2_node::manifest::Manifest;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
@@ -49,7 +49,9 @@ pub struct StoredBundle {
     /// later runs: a run's inputs are what was pushed, not what runs derived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunId>,
-    pub index: FileIndex,
+    /// Files and bytes; the file index itself is a blob under `id` in the object store.
+    pub files: u64,
+    pub bytes: u64,
     pub manifest: Manifest,
     pub user: UserName,
     pub time_ms: u64,
@@ -62,8 +64,8 @@ impl StoredBundle {
             version: self.version,
             id: self.id,
             run: self.run,
-            files: self.index.files().len() as u64,
-            bytes: self.index.total_bytes(),
+            files: self.files,
+            bytes: self.bytes,
             user: self.user.clone(),
             time_ms: self.time_ms,
             request: self.request,
@@ -176,12 +178,7 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
                 ..
             } = item
             {
-                if out.index.id() != out.bundle {
-                    return Err(ApiError::bad_request(format!(
-                        "output bundle id {} does not match its file index",
-                        out.bundle
-                    )));
-                }
+                check_bundle_counts(out.files)?;
                 out.manifest
                     .validate()
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -192,24 +189,10 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
         sweep::expand(sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     if let WriteOp::Ingest {
-        bundle,
-        index,
-        manifest,
-        ..
+        files, manifest, ..
     } = op
     {
-        if index.id() != *bundle {
-            return Err(ApiError::bad_request(format!(
-                "bundle id {bundle} does not match its file index (which hashes to {}); re-hash the bundle",
-                index.id()
-            )));
-        }
-        if index.files().len() > MAX_BUNDLE_FILES {
-            return Err(ApiError::bad_request(format!(
-                "{} files in one bundle; the limit is {MAX_BUNDLE_FILES}",
-                index.files().len()
-            )));
-        }
+        check_bundle_counts(*files)?;
         manifest
             .validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -229,6 +212,23 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
     }
     if matches!(op, WriteOp::Archive { addr } if addr.is_root()) {
         return Err(ApiError::bad_request("the root / cannot be archived"));
+    }
+    Ok(())
+}
+
+/// A bundle holds its manifest, so at least one file, and at most [`MAX_BUNDLE_FILES`]. (The
+/// id cannot be checked against the index here: the index is in the object store, which the
+/// stager that stored it verified.)
+fn check_bundle_counts(files: u64) -> Result<(), ApiError> {
+    if files == 0 {
+        return Err(ApiError::bad_request(
+            "a bundle of 0 files: every bundle holds at least its manifest.json",
+        ));
+    }
+    if files > MAX_BUNDLE_FILES as u64 {
+        return Err(ApiError::bad_request(format!(
+            "{files} files in one bundle; the limit is {MAX_BUNDLE_FILES}"
+        )));
     }
     Ok(())
 }
@@ -282,7 +282,6 @@ impl Registry {
         Ok(BundleDetail {
             address: addr.clone(),
             version: b.view(),
-            index: b.index.clone(),
         })
     }
 
@@ -752,7 +751,8 @@ mod tests {
         WriteOp::Ingest {
             addr: addr(a),
             bundle: index.id(),
-            index,
+            files: index.files().len() as u64,
+            bytes: index.total_bytes(),
             manifest: Box::new(manifest),
         }
     }
@@ -787,18 +787,20 @@ mod tests {
             .count();
         assert_eq!(added, 2);
 
-        // A bundle id that does not match its index is refused and changes no node.
+        // A bundle of no files, or of more than the limit, is refused and changes no node.
         let before = r.nodes.clone();
-        let mut bad = ingest("/e/x", &[("a.csv", b"3")]);
-        if let WriteOp::Ingest { bundle, .. } = &mut bad {
-            *bundle = Hash::of(b"something else");
+        for n in [0, MAX_BUNDLE_FILES as u64 + 1] {
+            let mut bad = ingest("/e/x", &[("a.csv", b"3")]);
+            if let WriteOp::Ingest { files, .. } = &mut bad {
+                *files = n;
+            }
+            let err = r.apply(cmd(bad), 4).unwrap_err();
+            assert!(
+                err.message.contains(&format!("{n} files")),
+                "{}",
+                err.message
+            );
         }
-        let err = r.apply(cmd(bad), 4).unwrap_err();
-        assert!(
-            err.message.contains("does not match its file index"),
-            "{}",
-            err.message
-        );
         assert_eq!(r.nodes, before);
     }
 }

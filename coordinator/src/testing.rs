@@ -56,7 +56,8 @@ pub fn code_at(a: &str, tasks: serde_json::Value) -> WriteOp {
     WriteOp::Ingest {
         addr: addr(a),
         bundle: index.id(),
-        index,
+        files: index.files().len() as u64,
+        bytes: index.total_bytes(),
         manifest: Box::new(manifest),
     }
 }
@@ -82,7 +83,8 @@ pub fn output(content: &[u8]) -> RunOutput {
     let (index, manifest) = bundle(&[("weights.csv", content)], json!({"manifest_version": 1}));
     RunOutput {
         bundle: index.id(),
-        index,
+        files: index.files().len() as u64,
+        bytes: index.total_bytes(),
         manifest,
     }
 }

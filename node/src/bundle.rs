@@ -40,6 +40,10 @@ impl Hash {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The object store key of the blob with this content: `blobs/b3/<2 hex>/<64 hex>`.
     pub fn blob_key(&self) -> String {
         let hex = self.hex();
@@ -192,17 +196,54 @@ impl FileIndex {
 
     /// The canonical text the bundle id is the hash of.
     pub fn canonical(&self) -> String {
-        let mut out = String::new();
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(self.files.len() * 100);
         for f in &self.files {
-            out.push_str(&format!(
-                "{:o} {} {} {}\n",
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "{:o} {} {} {}",
                 f.mode & 0o7777,
                 f.size,
-                f.blob.hex(),
+                blake3::Hash::from_bytes(f.blob.0).to_hex(),
                 f.path
-            ));
+            );
         }
         out
+    }
+
+    /// A page of the files at or below the folder `dir` (every file when `None`; just that
+    /// file when `dir` names one), after the path `after`: at most `limit` entries, and how
+    /// many more of them follow the page.
+    pub fn page(
+        &self,
+        dir: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (&[FileEntry], usize) {
+        let (mut lo, hi) = match dir.map(|d| d.trim_end_matches('/')) {
+            None | Some("") => (0, self.files.len()),
+            Some(d) => {
+                if let Ok(i) = self.files.binary_search_by(|f| f.path.as_str().cmp(d)) {
+                    (i, i + 1)
+                } else {
+                    // Paths below `d/` sort together, before `d0` ('0' follows '/').
+                    let (below, past) = (format!("{d}/"), format!("{d}0"));
+                    (
+                        self.files
+                            .partition_point(|f| f.path.as_str() < below.as_str()),
+                        self.files
+                            .partition_point(|f| f.path.as_str() < past.as_str()),
+                    )
+                }
+            }
+        };
+        if let Some(after) = after {
+            lo = lo.max(self.files.partition_point(|f| f.path.as_str() <= after));
+        }
+        let lo = lo.min(hi);
+        let end = lo.saturating_add(limit).min(hi);
+        (&self.files[lo..end], hi - end)
     }
 
     /// `b3:` + blake3 of [`FileIndex::canonical`].
@@ -290,6 +331,43 @@ mod tests {
             size: content.len() as u64,
             mode: 0o644,
         }
+    }
+
+    #[test]
+    fn pages_go_through_a_folder_in_path_order() {
+        let index = FileIndex::new(
+            ["a.txt", "d/x", "d/y", "d/z/1", "d-e", "d0", "manifest.json"]
+                .iter()
+                .map(|p| entry(p, p.as_bytes()))
+                .collect(),
+        )
+        .unwrap();
+        let paths = |(page, more): (&[FileEntry], usize)| {
+            (
+                page.iter()
+                    .map(|f| f.path.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+                more,
+            )
+        };
+        assert_eq!(
+            paths(index.page(Some("d"), None, 2)),
+            (vec!["d/x".into(), "d/y".into()], 1)
+        );
+        assert_eq!(
+            paths(index.page(Some("d/"), Some("d/y"), 2)),
+            (vec!["d/z/1".into()], 0)
+        );
+        assert_eq!(
+            paths(index.page(Some("d-e"), None, 5)),
+            (vec!["d-e".into()], 0)
+        );
+        assert_eq!(
+            paths(index.page(None, Some("d0"), 5)),
+            (vec!["manifest.json".into()], 0)
+        );
+        assert_eq!(paths(index.page(Some("nothing"), None, 5)), (vec![], 0));
+        assert_eq!(index.page(None, None, 3).1, 4);
     }
 
     #[test]

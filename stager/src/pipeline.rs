@@ -266,6 +266,9 @@ impl Pipeline {
             .buffer_unordered(UPLOAD_CONCURRENCY)
             .try_collect::<Vec<bool>>()
             .await?;
+        // The index last: a stored index names only blobs that are there. Its key is the
+        // bundle id, which is what the commit carries instead of the index.
+        self.store.put_index(&hashed.index).await?;
         self.store.sync().await?;
         Ok(())
     }
@@ -281,7 +284,8 @@ impl Pipeline {
         let op = Op::Write(WriteOp::Ingest {
             addr: hashed.addr.clone(),
             bundle: hashed.bundle,
-            index: hashed.index.clone(),
+            files: hashed.index.files().len() as u64,
+            bytes: hashed.index.total_bytes(),
             manifest: Box::new(hashed.manifest.clone()),
         });
         // Provenance: the manifest's user when it names a valid one, else the stager's.

@@ -201,7 +201,8 @@ async fn errors_print_each_message_once() {
         .call(Op::Write(WriteOp::Ingest {
             addr: Address::parse("/a").unwrap(),
             bundle: index.id(),
-            index,
+            files: index.files().len() as u64,
+            bytes: index.total_bytes(),
             manifest: Box::new(Manifest::from_json(br#"{"manifest_version": 1}"#).unwrap()),
         }))
         .await

@@ -125,14 +125,21 @@ fn signal(child: &Child, sig: i32) {
 pub struct Nats {
     pub port: u16,
     dir: PathBuf,
+    /// As nats-server writes it: `8MB` (what `plotter2 up` configures), `1MB` (the default).
+    max_payload: String,
     child: Option<Child>,
 }
 
 impl Nats {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "8MB")
+    }
+
+    pub fn start_with(dir: &Path, max_payload: &str) -> Self {
         let mut n = Nats {
             port: free_port(),
             dir: dir.to_owned(),
+            max_payload: max_payload.to_owned(),
             child: None,
         };
         n.spawn();
@@ -145,8 +152,9 @@ impl Nats {
         std::fs::write(
             &conf,
             format!(
-                "listen: \"127.0.0.1:{}\"\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n",
+                "listen: \"127.0.0.1:{}\"\nmax_payload: {}\njetstream {{ store_dir: \"{}\" }}\n",
                 self.port,
+                self.max_payload,
                 self.dir.join("js").display()
             ),
         )
@@ -310,6 +318,8 @@ pub struct Opts {
     pub lost_after: Option<f64>,
     /// Environment for every coordinator.
     pub env: Vec<(String, String)>,
+    /// The NATS server's `max_payload` (default `8MB`, as `plotter2 up` has it).
+    pub max_payload: Option<&'static str>,
 }
 
 /// NATS plus N coordinators, node 1 initializing the cluster.
@@ -322,7 +332,7 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(n: u64, opts: Opts) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let nats = Nats::start(&dir.path().join("nats"));
+        let nats = Nats::start_with(&dir.path().join("nats"), opts.max_payload.unwrap_or("8MB"));
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();

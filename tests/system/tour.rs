@@ -234,7 +234,8 @@ async fn ingest_records_bundle_versions_once_each() {
         Op::Write(WriteOp::Ingest {
             addr: Address::parse("/sources/tali/experiment2").unwrap(),
             bundle: index.id(),
-            index,
+            files: index.files().len() as u64,
+            bytes: index.total_bytes(),
             manifest: Box::new(manifest),
         })
     };

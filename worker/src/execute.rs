@@ -607,10 +607,13 @@ async fn store_output(
             .put_file(&entry.blob, &file.fs_path, entry.size, false)
             .await?;
     }
+    // The index last: a stored index names only blobs that are there.
+    let bundle = boxes.store.put_index(&scanned.index).await?;
     boxes.store.sync().await?;
     Ok(Some(RunOutput {
-        bundle: scanned.index.id(),
-        index: scanned.index,
+        bundle,
+        files: scanned.index.files().len() as u64,
+        bytes: scanned.index.total_bytes(),
         manifest: scanned.manifest,
     }))
 }

@@ -6,18 +6,16 @@
 use std::sync::Arc;
 
 use plotter2_node::client::{Client, ClientError};
-use plotter2_node::protocol::{
-    ApiError, AttemptUpdate, ErrorKind, Op, Refused, Reply, RunOutcome, WriteOp,
-};
+use plotter2_node::protocol::{ApiError, AttemptUpdate, ErrorKind, Op, Refused, Reply, WriteOp};
 use plotter2_node::retry::{Classify, ErrorClass};
 use plotter2_node::{Address, WorkerName};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most updates in one request.
 const MAX_ITEMS: usize = 512;
-/// Most output file entries in one request (each one is ~100 bytes on the wire), so a batch
-/// stays far below NATS's payload limit.
-const MAX_FILES: usize = 4000;
+/// Most encoded bytes of updates in one request, so a batch stays well below a stock NATS
+/// server's 1 MB payload limit.
+const MAX_BYTES: usize = 512 * 1024;
 
 /// Why an update was not applied.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,17 +72,10 @@ impl Reporter {
     }
 }
 
-/// How much of a batch's size limit an update takes.
+/// How much of a batch's size limit an update takes: its encoded size (an output's manifest
+/// and an attempt's log tail are what can make one large).
 fn weight(update: &AttemptUpdate) -> usize {
-    match update {
-        AttemptUpdate::Finished {
-            outcome: RunOutcome::Succeeded {
-                output: Some(out), ..
-            },
-            ..
-        } => 1 + out.index.files().len(),
-        _ => 1,
-    }
+    plotter2_node::protocol::encode(update).map_or(MAX_BYTES, |b| b.len())
 }
 
 async fn send_batches(
@@ -103,12 +94,12 @@ async fn send_batches(
                 None => return,
             },
         };
-        let mut files = weight(&first.0);
+        let mut bytes = weight(&first.0);
         let mut batch = vec![first];
         while batch.len() < MAX_ITEMS {
             let Ok(next) = rx.try_recv() else { break };
-            files += weight(&next.0);
-            if files > MAX_FILES {
+            bytes += weight(&next.0);
+            if bytes > MAX_BYTES {
                 carry = Some(next);
                 break;
             }

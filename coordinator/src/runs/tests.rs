@@ -35,7 +35,8 @@ fn code(a: &str, script: &[u8]) -> WriteOp {
     WriteOp::Ingest {
         addr: addr(a),
         bundle: index.id(),
-        index,
+        files: index.files().len() as u64,
+        bytes: index.total_bytes(),
         manifest: Box::new(manifest),
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Address;
-use crate::bundle::{FileIndex, Hash};
+use crate::bundle::Hash;
 use crate::manifest::Manifest;
 use crate::nodeconf::Assignment;
 use crate::sweep::Sweep;
@@ -46,12 +46,15 @@ pub enum WriteOp {
     Archive {
         addr: Address,
     },
-    /// Records a bundle whose blobs are already in the object store as a new version of
-    /// `addr` (created if missing). The same bundle id at the same address is one version.
+    /// Records a bundle whose blobs, and whose file index (a blob under the bundle id), are
+    /// already in the object store as a new version of `addr` (created if missing). The same
+    /// bundle id at the same address is one version. Only the id, the counts and the manifest
+    /// travel: an index of a million files would not fit in a message or a log entry.
     Ingest {
         addr: Address,
         bundle: Hash,
-        index: FileIndex,
+        files: u64,
+        bytes: u64,
         manifest: Box<Manifest>,
     },
     /// Creates runs of `task` (defined at `addr` or an ancestor): one at `addr`, or with

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Address;
-use crate::bundle::{FileIndex, Hash};
+use crate::bundle::Hash;
 use crate::manifest::{Manifest, TaskDef};
 
 use super::*;
@@ -103,8 +103,10 @@ pub enum RunOutcome {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOutput {
+    /// The output bundle's id; its file index is in the object store under it.
     pub bundle: Hash,
-    pub index: FileIndex,
+    pub files: u64,
+    pub bytes: u64,
     pub manifest: Manifest,
 }
 

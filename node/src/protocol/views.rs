@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Address;
-use crate::bundle::{FileIndex, Hash};
+use crate::bundle::Hash;
 use crate::manifest::Manifest;
 use crate::nodeconf::Effective;
 
@@ -116,13 +116,13 @@ pub struct BundleVersion {
     pub manifest: Manifest,
 }
 
-/// One bundle version with everything needed to materialise it.
+/// One bundle version and where it is. Its files are listed by its file index, a blob in the
+/// object store under the bundle id (`BlobStore::get_index`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BundleDetail {
     pub address: Address,
     #[serde(flatten)]
     pub version: BundleVersion,
-    pub index: FileIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! `plotter2 get`: a bundle version (or one file of it) from the object store, verified
 //! against its blake3 hashes as it is written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::TreeError;
@@ -100,13 +100,16 @@ pub async fn materialise_with(
         std::fs::create_dir_all(&root).map_err(TreeError::io(&root))
     })
     .await?;
-    let jobs: Vec<(PathBuf, _)> = detail
-        .index
+    let index = store.get_index(&detail.version.id).await?;
+    progress.length(index.files().len() as u64, index.total_bytes());
+    // Collected, not a lazy iterator: a borrowing iterator inside the stream makes the
+    // future not `Send` for the callers that spawn it.
+    let jobs: Vec<(std::path::PathBuf, _)> = index
         .files()
         .iter()
         .map(|f| (dest.join(f.path.as_str()), f.clone()))
         .collect();
-    progress.length(jobs.len() as u64, detail.index.total_bytes());
+    drop(index);
     let (files_done, bytes_done) = (&AtomicU64::new(0), &AtomicU64::new(0));
     futures::stream::iter(jobs)
         .map(|(path, f)| async move {
@@ -145,9 +148,9 @@ pub async fn file_to_stdout(
     detail: &BundleDetail,
     path: &str,
 ) -> Result<u64, TreeError> {
-    let Some(f) = detail.index.get(path) else {
-        let sample: Vec<&str> = detail
-            .index
+    let index = store.get_index(&detail.version.id).await?;
+    let Some(f) = index.get(path) else {
+        let sample: Vec<&str> = index
             .files()
             .iter()
             .take(5)
@@ -156,7 +159,7 @@ pub async fn file_to_stdout(
         return Err(TreeError::NoSuchFile {
             bundle: format!("{}@{}", detail.address, detail.version.version),
             path: path.to_owned(),
-            count: detail.index.files().len(),
+            count: index.files().len(),
             sample: sample.join(", "),
         });
     };
