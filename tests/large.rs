@@ -103,7 +103,9 @@ async fn a_bundle_of_200000_files_goes_in_by_inbox_and_by_push_on_a_stock_1mb_se
 
     // The inbox: a million-line index would be ~100 MB; this one is ~20 MB, far past 1 MB.
     let staging = stager.inbox().join(".incoming").join("big");
+    let t = Instant::now();
     write_many(&staging, addr, "inbox");
+    eprintln!("writing the bundle: {:?}", t.elapsed());
     let t = Instant::now();
     std::fs::rename(&staging, stager.inbox().join("big")).unwrap();
     let v = wait_versions(&client, addr, 1, Duration::from_secs(600)).await;
@@ -111,6 +113,7 @@ async fn a_bundle_of_200000_files_goes_in_by_inbox_and_by_push_on_a_stock_1mb_se
     assert_eq!(v[0]["files"], (FILES + 1) as u64);
 
     // Listed a page at a time, in path order, every file once.
+    let t = Instant::now();
     let (paths, pages) = list_all(&stager, &format!("{addr}@1:d007"), 300);
     assert_eq!(pages, 4);
     assert_eq!(paths.len(), PER_DIR);
@@ -124,11 +127,14 @@ async fn a_bundle_of_200000_files_goes_in_by_inbox_and_by_push_on_a_stock_1mb_se
         "{text}"
     );
 
+    eprintln!("listing: {:?}", t.elapsed());
     let out = c.dir.path().join("out-inbox");
     let t = Instant::now();
     stager.cli_ok(&["get", &format!("{addr}@1"), "--to", out.to_str().unwrap()]);
     eprintln!("get: {} files restored in {:?}", FILES + 1, t.elapsed());
+    let t = Instant::now();
     check_many(&out, addr, "inbox");
+    eprintln!("checking: {:?}", t.elapsed());
 
     // Push: the index and 200,000 blobs in messages of at most one chunk.
     let src = c.dir.path().join("push-src");
@@ -151,8 +157,10 @@ async fn a_bundle_of_200000_files_goes_in_by_inbox_and_by_push_on_a_stock_1mb_se
     check_many(&out, addr, "push");
 
     // Pushing it again sends nothing but finds it stored.
+    let t = Instant::now();
     let again = stager.cli_ok(&["push", src.to_str().unwrap(), addr, "--json"]);
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again["bundle"]["existing"], true, "{again}");
     assert_eq!(again["sent_bytes"], 0, "{again}");
+    eprintln!("pushing again: {:?}", t.elapsed());
 }

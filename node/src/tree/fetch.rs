@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::progress::{Progress, Silent};
 use crate::protocol::{BundleDetail, Op, ReadOp, Reply};
 use crate::reference::BundleReference;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, FetchJob};
 use futures::{StreamExt, TryStreamExt};
 
 async fn blocking<T: Send + 'static>(
@@ -18,8 +18,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
-/// Files fetched at once.
-const FETCH_CONCURRENCY: usize = 8;
+/// Batches of files fetched at once.
+const FETCH_CONCURRENCY: usize = 4;
+/// A batch ends after this many files or bytes (so progress moves, and one large file does
+/// not wait behind many small ones for long).
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Asks the coordinator for the version `reference` names.
 pub async fn resolve(
@@ -102,37 +106,47 @@ pub async fn materialise_with(
     .await?;
     let index = store.get_index(&detail.version.id).await?;
     progress.length(index.files().len() as u64, index.total_bytes());
-    // Collected, not a lazy iterator: a borrowing iterator inside the stream makes the
-    // future not `Send` for the callers that spawn it.
-    let jobs: Vec<(std::path::PathBuf, _)> = index
-        .files()
-        .iter()
-        .map(|f| (dest.join(f.path.as_str()), f.clone()))
-        .collect();
+    // Every folder first, in one pass; then the files in batches, several at once.
+    let folders: Vec<std::path::PathBuf> = {
+        let mut f: Vec<_> = index
+            .files()
+            .iter()
+            .filter_map(|f| dest.join(f.path.as_str()).parent().map(Path::to_owned))
+            .collect();
+        f.dedup();
+        f
+    };
+    blocking(move || {
+        for f in &folders {
+            std::fs::create_dir_all(f).map_err(TreeError::io(f))?;
+        }
+        Ok(())
+    })
+    .await?;
+    let mut batches: Vec<(Vec<FetchJob>, u64)> = Vec::new();
+    let mut current = (Vec::new(), 0u64);
+    for f in index.files() {
+        if current.0.len() >= BATCH_FILES || current.1 >= BATCH_BYTES {
+            batches.push(std::mem::take(&mut current));
+        }
+        current.0.push(FetchJob {
+            blob: f.blob,
+            dest: dest.join(f.path.as_str()),
+            mode: f.mode,
+        });
+        current.1 += f.size;
+    }
+    if !current.0.is_empty() {
+        batches.push(current);
+    }
     drop(index);
     let (files_done, bytes_done) = (&AtomicU64::new(0), &AtomicU64::new(0));
-    futures::stream::iter(jobs)
-        .map(|(path, f)| async move {
-            let tmp = path.with_file_name(format!(
-                ".{}.p2part",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-            ));
-            if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(TreeError::io(dir))?;
-            }
-            store.fetch_to_file(&f.blob, &tmp).await?;
-            let mode = f.mode;
-            blocking(move || {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-                    .map_err(TreeError::io(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(TreeError::io(&tmp))
-            })
-            .await?;
-            let files = files_done.fetch_add(1, Ordering::Relaxed) + 1;
-            let bytes = bytes_done.fetch_add(f.size, Ordering::Relaxed) + f.size;
+    futures::stream::iter(batches)
+        .map(|(jobs, bytes)| async move {
+            let n = jobs.len() as u64;
+            store.fetch_files(jobs).await?;
+            let files = files_done.fetch_add(n, Ordering::Relaxed) + n;
+            let bytes = bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
             progress.position(files, bytes);
             Ok::<(), TreeError>(())
         })
