@@ -304,20 +304,27 @@ impl<'de> Deserialize<'de> for FileIndex {
 /// Streams a reader through blake3; returns the hash and the byte count. Blocking: call it
 /// from `spawn_blocking` or a thread of its own.
 pub fn hash_reader(mut r: impl Read) -> std::io::Result<(Hash, u64)> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
+    thread_local! {
+        // One buffer per thread, not one per file: a bundle of a million small files would
+        // otherwise allocate and zero a quarter of a MiB a million times.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
     }
-    Ok((hasher.finalize().into(), total))
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut hasher = blake3::Hasher::new();
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((hasher.finalize().into(), total))
+    })
 }
 
 #[cfg(test)]

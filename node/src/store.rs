@@ -80,6 +80,8 @@ const PART_CONCURRENCY: usize = 2;
 
 /// Requests in flight at once when one call asks about many blobs of a remote store.
 const HEAD_CONCURRENCY: usize = 32;
+/// Uploads in flight at once when one call stores many blobs in a remote store.
+const PUT_CONCURRENCY: usize = 8;
 /// Where a local store writes blobs before linking them to their keys.
 const INCOMING: &str = ".incoming";
 
@@ -198,6 +200,11 @@ impl BlobStore {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.io(&key, e)),
         }
+    }
+
+    /// A [`BlobLinker`] into this store, when it is local.
+    pub fn local_linker(&self) -> Option<BlobLinker> {
+        self.local_root.clone().map(|root| BlobLinker { root })
     }
 
     /// [`BlobStore::has_blob`] of each of `hashes`, in their order. A local store answers from
@@ -397,6 +404,44 @@ impl BlobStore {
         }
         self.put_multipart(hash, file).await?;
         Ok(true)
+    }
+
+    /// [`BlobStore::put_file`] of many files, each verified against its hash; returns how
+    /// many blobs were written. A local store does the whole batch in one blocking pass: a
+    /// file that is the caller's own (a regular file of one link, which the caller promises
+    /// never changes again) is taken by hard link, any other copied; call
+    /// [`BlobStore::sync`] before relying on them. A remote store uploads them one by one.
+    pub async fn put_files(&self, jobs: Vec<PutJob>) -> Result<usize, StoreError> {
+        let Some(root) = self.local_root.clone() else {
+            let written: Vec<bool> = futures::stream::iter(jobs)
+                .map(
+                    |job| async move { self.put_file(&job.blob, &job.path, job.size, false).await },
+                )
+                .buffer_unordered(PUT_CONCURRENCY)
+                .try_collect()
+                .await?;
+            return Ok(written.into_iter().filter(|w| *w).count());
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            let mut written = 0;
+            for job in &jobs {
+                let key = job.blob.blob_key();
+                let io = |e| LocalPut::Io(format!("{key} (from {})", job.path.display()), e);
+                match put_local(&root, &key, job).map_err(io)? {
+                    Ok(true) => written += 1,
+                    Ok(false) => {}
+                    Err(got) => return Err(LocalPut::Mismatch(job.blob, got)),
+                }
+            }
+            Ok(written)
+        })
+        .await
+        .map_err(|e| self.io("(put files)", e))?;
+        match done {
+            Ok(n) => Ok(n),
+            Err(LocalPut::Mismatch(want, got)) => Err(self.mismatch(&want, got)),
+            Err(LocalPut::Io(what, e)) => Err(self.io(&what, e)),
+        }
     }
 
     /// Uploads in parts straight to the blob's key. Multipart has no create-only mode, but the
@@ -637,6 +682,96 @@ impl BlobStore {
             message: e.to_string(),
         }
     }
+}
+
+/// Takes files into a local store by hard link right where they are hashed (the stager's
+/// scan of its spool), so each file is read once. Made by [`BlobStore::local_linker`].
+#[derive(Debug, Clone)]
+pub struct BlobLinker {
+    root: PathBuf,
+}
+
+impl BlobLinker {
+    /// Links `path`, whose open `file` was just read to the end and hashed to `hash`, as
+    /// that blob, when it is a regular file of one link (the caller's own, which it promises
+    /// never changes again). Verified as any write is: the link shares the inode that was
+    /// hashed. Best effort: whatever is not linked here (another filesystem, an error) the
+    /// upload stores and reports. Call [`BlobStore::sync`] before relying on it.
+    pub fn link_own(&self, hash: &Hash, path: &Path, file: &std::fs::File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match file.metadata() {
+            Ok(m) if m.file_type().is_file() && m.nlink() == 1 => {}
+            _ => return false,
+        }
+        matches!(
+            link_blob(path, &self.root.join(hash.blob_key())),
+            Ok(Linked::Yes | Linked::Exists)
+        )
+    }
+}
+
+/// One file for [`BlobStore::put_files`] to store.
+#[derive(Debug, Clone)]
+pub struct PutJob {
+    pub blob: Hash,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+enum LocalPut {
+    Mismatch(Hash, Hash),
+    Io(String, std::io::Error),
+}
+
+/// Stores `job` in the local store at `root` under `key`: by hard link when the file is the
+/// caller's own, else by copy into `.incoming/` and a link from there. `Ok(Err(got))` when
+/// its content hashes to `got` instead; nothing is stored then.
+fn put_local(root: &Path, key: &str, job: &PutJob) -> std::io::Result<Result<bool, Hash>> {
+    use std::os::unix::fs::MetadataExt;
+    let dest = root.join(key);
+    if dest.exists() {
+        return Ok(Ok(false));
+    }
+    let meta = std::fs::symlink_metadata(&job.path)?;
+    if meta.file_type().is_file() && meta.nlink() == 1 {
+        // The link shares the file's inode, so what is linked is what was hashed.
+        let got = crate::bundle::hash_reader(std::fs::File::open(&job.path)?)?.0;
+        if got != job.blob {
+            return Ok(Err(got));
+        }
+        match link_blob(&job.path, &dest)? {
+            Linked::Yes => return Ok(Ok(true)),
+            Linked::Exists => return Ok(Ok(false)),
+            Linked::OtherDevice => {}
+        }
+    }
+    let incoming = root.join(INCOMING);
+    std::fs::create_dir_all(&incoming)?;
+    let tmp = incoming.join(ulid::Ulid::new().to_string());
+    let copied = (|| {
+        let mut r = std::fs::File::open(&job.path)?;
+        let mut w = std::fs::File::create(&tmp)?;
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => {
+                    h.update(&buf[..k]);
+                    w.write_all(&buf[..k])?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let got = Hash::from(h.finalize());
+        if got != job.blob {
+            return Ok(Err(got));
+        }
+        link_blob(&tmp, &dest).map(|l| Ok(matches!(l, Linked::Yes)))
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    copied
 }
 
 /// One file for [`BlobStore::fetch_files`] to write.
@@ -890,6 +1025,54 @@ mod tests {
                 .await,
             Err(StoreError::Missing { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn batches_link_own_files_copy_shared_ones_and_refuse_wrong_hashes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::local(&dir.path().join("store")).unwrap();
+        let own = dir.path().join("own");
+        let shared = dir.path().join("shared");
+        std::fs::write(&own, b"own bytes").unwrap();
+        std::fs::write(&shared, b"shared bytes").unwrap();
+        std::fs::hard_link(&shared, dir.path().join("second-link")).unwrap();
+        let job = |path: &Path, content: &[u8]| PutJob {
+            blob: Hash::of(content),
+            path: path.to_owned(),
+            size: content.len() as u64,
+        };
+        let jobs = vec![job(&own, b"own bytes"), job(&shared, b"shared bytes")];
+        assert_eq!(store.put_files(jobs.clone()).await.unwrap(), 2);
+        assert_eq!(
+            store.put_files(jobs).await.unwrap(),
+            0,
+            "second time: all there"
+        );
+        let stored = |c: &[u8]| dir.path().join("store").join(Hash::of(c).blob_key());
+        assert_eq!(
+            std::fs::metadata(&own).unwrap().nlink(),
+            2,
+            "own file linked"
+        );
+        assert_eq!(
+            std::fs::metadata(stored(b"shared bytes")).unwrap().nlink(),
+            1,
+            "shared file copied"
+        );
+        assert_eq!(
+            std::fs::read(stored(b"shared bytes")).unwrap(),
+            b"shared bytes"
+        );
+
+        let liar = dir.path().join("liar");
+        std::fs::write(&liar, b"not what it claims").unwrap();
+        let err = store
+            .put_files(vec![job(&liar, b"a claim")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+        assert!(!stored(b"a claim").exists());
     }
 
     #[tokio::test]

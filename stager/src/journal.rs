@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! temp/<entry id>/entry.bin    the journal (rmp, replaced atomically at each step)
+//! temp/<entry id>/index.txt    the bundle's file index (canonical text), once hashed
 //! temp/<entry id>/files/       the bundle, moved or copied from the inbox
 //! temp/.trash-<entry id>/      an entry being removed after commit or rejection
 //! ```
@@ -23,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::StagerError;
 
 const ENTRY_FILE: &str = "entry.bin";
+/// Kept beside the journal, not in it: the journal is rewritten at every step, and an index
+/// can hold a million lines.
+const INDEX_FILE: &str = "index.txt";
 const FILES_DIR: &str = "files";
 const TRASH_PREFIX: &str = ".trash-";
 
@@ -80,12 +84,13 @@ impl FromStr for Step {
     }
 }
 
-/// What hashing found out about the bundle.
+/// What hashing found out about the bundle (its file index is in [`Spool::load_index`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hashed {
     pub addr: Address,
     pub bundle: Hash,
-    pub index: FileIndex,
+    pub files: u64,
+    pub bytes: u64,
     pub manifest: Manifest,
 }
 
@@ -157,6 +162,31 @@ impl Spool {
             message: e.to_string(),
         })?;
         write_atomic(&path, &bytes).map_err(|e| StagerError::Journal {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Where [`Spool::save_index`] keeps the index of entry `id`.
+    pub fn index_path(&self, id: &str) -> PathBuf {
+        self.entry_dir(id).join(INDEX_FILE)
+    }
+
+    /// Keeps the file index of entry `id` (atomic replace, fsync'd), before the journal says
+    /// `Hashed`.
+    pub fn save_index(&self, id: &str, index: &FileIndex) -> Result<(), StagerError> {
+        let path = self.index_path(id);
+        write_atomic(&path, index.canonical().as_bytes()).map_err(|e| StagerError::Journal {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// The file index [`Spool::save_index`] kept for entry `id`.
+    pub fn load_index(&self, id: &str) -> Result<FileIndex, StagerError> {
+        let path = self.index_path(id);
+        let text = std::fs::read(&path).map_err(StagerError::io(&path))?;
+        FileIndex::from_canonical(&text).map_err(|e| StagerError::Journal {
             path,
             message: e.to_string(),
         })

@@ -6,18 +6,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use plotter2_node::bundle::Hash;
+use plotter2_node::bundle::{FileIndex, Hash};
 use plotter2_node::client::{Client, ClientError};
 use plotter2_node::protocol::{Op, Reply, UserName, WriteOp};
 use plotter2_node::retry::{Backoff, Classify};
-use plotter2_node::store::{BlobStore, sync_filesystem};
+use plotter2_node::store::{BlobStore, PutJob, sync_filesystem};
 
 use crate::StagerError;
 use crate::journal::{Entry, Hashed, Spool, Step};
 use plotter2_node::tree::{self, Rejection};
 
-/// Blobs uploaded at once.
-const UPLOAD_CONCURRENCY: usize = 8;
+/// Batches of blobs uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+/// A batch ends after this many files or bytes.
+const UPLOAD_BATCH_FILES: usize = 256;
+const UPLOAD_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 /// The longest wait between attempts of a step that failed transiently.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How a step that failed transiently is retried (no deadline: the entry waits in the spool).
@@ -68,13 +71,29 @@ impl Pipeline {
     /// next bundle goes in. An error comes back only when even that failed.
     pub async fn drive(&self, mut entry: Entry) -> Result<Outcome, StagerError> {
         let mut delays = BACKOFF.start();
+        // How long each step took, for the log line that ends the entry.
+        let mut took = String::new();
         loop {
             let before = entry.step;
+            let started = std::time::Instant::now();
             match self.step(&mut entry).await {
-                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(Some(outcome)) => {
+                    release_memory();
+                    if let Outcome::Committed { addr, version, .. } = &outcome {
+                        tracing::info!(name = %entry.name, %addr, version, steps = %took.trim_end_matches(", "), "ingest took");
+                    }
+                    return Ok(outcome);
+                }
                 Ok(None) => {
                     if entry.step != before {
                         delays = BACKOFF.start();
+                        use std::fmt::Write as _;
+                        let _ = write!(
+                            took,
+                            "{} {:.3}s, ",
+                            entry.step,
+                            started.elapsed().as_secs_f64()
+                        );
                     }
                 }
                 Err(e) if e.is_transient() => {
@@ -234,41 +253,79 @@ impl Pipeline {
         .await
     }
 
+    /// Scans and hashes the bundle; keeps its index beside the journal.
     async fn hash(&self, entry: &Entry) -> Result<Result<Hashed, Rejection>, StagerError> {
         let root = self.spool.files_dir(&entry.id);
         let threads = self.hash_threads;
-        let scanned = blocking(move || Ok(tree::scan(&root, None, threads))).await?;
-        Ok(scanned.map(|s| Hashed {
-            addr: s.addr,
-            bundle: s.index.id(),
-            index: s.index,
-            manifest: s.manifest,
-        }))
+        let (spool, id) = (self.spool.clone(), entry.id.clone());
+        // A local store takes each file as it is hashed; the upload then finds them there.
+        let linker = self.store.local_linker();
+        blocking(move || {
+            let s = match tree::scan_into(&root, None, threads, linker.as_ref()) {
+                Ok(s) => s,
+                Err(why) => return Ok(Err(why)),
+            };
+            spool.save_index(&id, &s.index)?;
+            Ok(Ok(Hashed {
+                addr: s.addr,
+                bundle: s.index.id(),
+                files: s.index.files().len() as u64,
+                bytes: s.index.total_bytes(),
+                manifest: s.manifest,
+            }))
+        })
+        .await
+    }
+
+    async fn load_index(&self, entry: &Entry) -> Result<FileIndex, StagerError> {
+        let (spool, id) = (self.spool.clone(), entry.id.clone());
+        blocking(move || spool.load_index(&id)).await
     }
 
     /// Uploads every distinct blob (skipping those the store has), then makes them durable.
     async fn upload(&self, entry: &Entry) -> Result<(), StagerError> {
-        let hashed = self.hashed(entry)?;
+        let index = self.load_index(entry).await?;
         let root = self.spool.files_dir(&entry.id);
         let mut seen = std::collections::HashSet::new();
-        let jobs: Vec<_> = hashed
-            .index
-            .files()
-            .iter()
-            .filter(|f| seen.insert(f.blob))
-            .map(|f| (f.blob, root.join(f.path.as_str()), f.size))
-            .collect();
-        futures::stream::iter(jobs)
-            .map(|(blob, path, size)| async move {
-                let linkable = is_own_file(&path).await;
-                self.store.put_file(&blob, &path, size, linkable).await
-            })
+        // Batches of files, so a bundle of many small files does not cost a blocking task
+        // each; the store verifies each file against its hash as it takes it.
+        let mut batches: Vec<Vec<PutJob>> = Vec::new();
+        let (mut batch, mut bytes) = (Vec::new(), 0u64);
+        for f in index.files().iter().filter(|f| seen.insert(f.blob)) {
+            if batch.len() >= UPLOAD_BATCH_FILES || bytes >= UPLOAD_BATCH_BYTES {
+                batches.push(std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            batch.push(PutJob {
+                blob: f.blob,
+                path: root.join(f.path.as_str()),
+                size: f.size,
+            });
+            bytes += f.size;
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        drop(seen);
+        futures::stream::iter(batches)
+            .map(|jobs| self.store.put_files(jobs))
             .buffer_unordered(UPLOAD_CONCURRENCY)
-            .try_collect::<Vec<bool>>()
+            .try_collect::<Vec<usize>>()
             .await?;
         // The index last: a stored index names only blobs that are there. Its key is the
         // bundle id, which is what the commit carries instead of the index.
-        self.store.put_index(&hashed.index).await?;
+        drop(index);
+        let hashed = self.hashed(entry)?;
+        let kept = self.spool.index_path(&entry.id);
+        let size = tokio::fs::metadata(&kept)
+            .await
+            .map_err(StagerError::io(&kept))?
+            .len();
+        // The kept index is the spool's own file and never changes: the store takes it by
+        // link, verifying that it hashes to the bundle id.
+        self.store
+            .put_file(&hashed.bundle, &kept, size, true)
+            .await?;
         self.store.sync().await?;
         Ok(())
     }
@@ -284,8 +341,8 @@ impl Pipeline {
         let op = Op::Write(WriteOp::Ingest {
             addr: hashed.addr.clone(),
             bundle: hashed.bundle,
-            files: hashed.index.files().len() as u64,
-            bytes: hashed.index.total_bytes(),
+            files: hashed.files,
+            bytes: hashed.bytes,
             manifest: Box::new(hashed.manifest.clone()),
         });
         // Provenance: the manifest's user when it names a valid one, else the stager's.
@@ -348,12 +405,15 @@ impl Pipeline {
              Nothing was stored. Fix the bundle, then move it back into the inbox \
              (write it under inbox/.incoming/ and rename it into inbox/).\n"
         );
-        let modes = entry.hashed.as_ref().map(|h| h.index.clone());
+        let hashed = entry.hashed.is_some();
         blocking(move || {
-            if let Some(index) = &modes
-                && files.exists()
-            {
-                unshare(&files, index)?;
+            // Past hashing, the index gives each file's mode back (an index that cannot be
+            // read leaves the files as they are).
+            if hashed && files.exists() {
+                match spool.load_index(&id) {
+                    Ok(index) => unshare(&files, &index)?,
+                    Err(e) => tracing::warn!(error = %e, "rejected bundle's modes not restored"),
+                }
             }
             std::fs::create_dir_all(&rejected).map_err(StagerError::io(&rejected))?;
             // The same name may have been rejected before: keep both.
@@ -373,15 +433,6 @@ impl Pipeline {
             spool.remove(&id)
         })
         .await
-    }
-}
-
-/// True when `path` is a regular file with one link: safe for the store to take by hard link.
-async fn is_own_file(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match tokio::fs::symlink_metadata(path).await {
-        Ok(m) => m.file_type().is_file() && m.nlink() == 1,
-        Err(_) => false,
     }
 }
 
@@ -412,6 +463,16 @@ enum Received {
     Gone,
     /// Refused before anything was moved (only when copying across filesystems).
     Refused(Rejection),
+}
+
+/// Hands memory freed by a finished entry back to the system: an index of a million files
+/// takes hundreds of MiB while it is worked on, and the allocator would otherwise keep it.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Runs blocking work off the runtime.

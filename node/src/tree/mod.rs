@@ -17,7 +17,7 @@ pub use fetch::{file_to_stdout, materialise, materialise_with, resolve};
 pub use once::{Placed, create_once, materialise_once};
 pub use scan::{
     LocalFile, MANIFEST, READY, Rejection, Scanned, default_threads, hash_all, read_manifest, scan,
-    walk,
+    scan_into, walk,
 };
 
 /// Why a tree could not be copied or written out.

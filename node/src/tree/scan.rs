@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::Address;
 use crate::bundle::{BundlePath, FileEntry, FileIndex, hash_reader};
 use crate::manifest::{Manifest, ManifestError};
+use crate::store::BlobLinker;
 
 /// The manifest's name at the bundle root.
 pub const MANIFEST: &str = "manifest.json";
@@ -73,13 +74,25 @@ impl Scanned {
 
 /// Walks, validates and hashes the bundle at `root`, using up to `threads` threads.
 pub fn scan(root: &Path, addr: Option<&Address>, threads: usize) -> Result<Scanned, Rejection> {
+    scan_into(root, addr, threads, None)
+}
+
+/// [`scan`], and each file that is the caller's own goes into the local store `linker`
+/// points at as soon as it is hashed (see [`BlobLinker::link_own`]): one read of each file
+/// instead of one to hash it and one to store it.
+pub fn scan_into(
+    root: &Path,
+    addr: Option<&Address>,
+    threads: usize,
+    linker: Option<&BlobLinker>,
+) -> Result<Scanned, Rejection> {
     let files = walk(root)?;
     let manifest = read_manifest(root)?;
     let addr = match (addr, &manifest.meta.address) {
         (Some(a), _) | (None, Some(a)) => a.clone(),
         (None, None) => return Err(Rejection::NoAddress),
     };
-    let entries = hash_all(&files, threads)?;
+    let entries = hash_all(&files, threads, linker)?;
     let index = FileIndex::new(entries).map_err(|e| bad(root.display(), e.to_string()))?;
     Ok(Scanned {
         files,
@@ -224,7 +237,11 @@ pub fn read_manifest(root: &Path) -> Result<Manifest, Rejection> {
 
 /// Hashes every file with `threads` threads pulling from a shared queue; returns the index
 /// entries in `files` order.
-pub fn hash_all(files: &[LocalFile], threads: usize) -> Result<Vec<FileEntry>, Rejection> {
+pub fn hash_all(
+    files: &[LocalFile],
+    threads: usize,
+    linker: Option<&BlobLinker>,
+) -> Result<Vec<FileEntry>, Rejection> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<FileEntry, Rejection>>>> =
         Mutex::new(vec![None; files.len()]);
@@ -235,7 +252,7 @@ pub fn hash_all(files: &[LocalFile], threads: usize) -> Result<Vec<FileEntry>, R
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(f) = files.get(i) else { break };
-                    let r = hash_one(f);
+                    let r = hash_one(f, linker);
                     let failed = r.is_err();
                     if let Ok(mut all) = results.lock() {
                         all[i] = Some(r);
@@ -263,14 +280,18 @@ pub fn hash_all(files: &[LocalFile], threads: usize) -> Result<Vec<FileEntry>, R
         .collect()
 }
 
-fn hash_one(f: &LocalFile) -> Result<FileEntry, Rejection> {
-    let file = std::fs::File::open(&f.fs_path).map_err(|e| {
+fn hash_one(f: &LocalFile, linker: Option<&BlobLinker>) -> Result<FileEntry, Rejection> {
+    let mut file = std::fs::File::open(&f.fs_path).map_err(|e| {
         bad(
             &f.path,
             format!("cannot be read ({e}); make it readable by the stager's user"),
         )
     })?;
-    let (blob, size) = hash_reader(file).map_err(|e| bad(&f.path, format!("read failed: {e}")))?;
+    let (blob, size) =
+        hash_reader(&mut file).map_err(|e| bad(&f.path, format!("read failed: {e}")))?;
+    if let Some(l) = linker {
+        l.link_own(&blob, &f.fs_path, &file);
+    }
     Ok(FileEntry {
         path: f.path.clone(),
         blob,
