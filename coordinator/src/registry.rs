@@ -25,8 +25,7 @@ use serde_json::{Map, Value};
 pub const MAX_ASSIGNMENTS: usize = 1000;
 /// Most attempt updates one request may carry.
 pub const MAX_BATCH: usize = 4096;
-/// Most files one bundle may hold.
-pub const MAX_BUNDLE_FILES: usize = 1_000_000;
+pub use plotter2_node::bundle::MAX_BUNDLE_FILES;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {

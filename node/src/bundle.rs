@@ -27,6 +27,9 @@ pub enum BundleError {
     BadIndexLine { line: usize, why: String },
 }
 
+/// Most files one bundle may hold (2^20: a million files and their manifest fit).
+pub const MAX_BUNDLE_FILES: usize = 1 << 20;
+
 /// A blake3 content hash, written `b3:<64 hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hash([u8; 32]);

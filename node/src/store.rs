@@ -233,10 +233,11 @@ impl BlobStore {
             .await
     }
 
-    /// Writes many small blobs, each unless it exists, and makes them durable; returns how
-    /// many were written. Every blob is verified against its hash first: one that does not
-    /// match refuses the whole batch ([`StoreError::Mismatch`]) and nothing is written. A
-    /// local store writes them all and then syncs once, instead of an fsync per blob.
+    /// Writes many small blobs, each unless it exists; returns how many were written. Every
+    /// blob is verified against its hash first: one that does not match refuses the whole
+    /// batch ([`StoreError::Mismatch`]) and nothing is written. A local store writes them all
+    /// without an fsync each: call [`BlobStore::sync`] (one `syncfs`, which may cover several
+    /// batches) before relying on them.
     pub async fn put_blobs(&self, blobs: Vec<(Hash, Bytes)>) -> Result<usize, StoreError> {
         let (checked, blobs) = tokio::task::spawn_blocking(move || {
             let bad = blobs
@@ -277,7 +278,6 @@ impl BlobStore {
                     written += 1;
                 }
             }
-            sync_filesystem(&root).map_err(|e| ("(sync)".to_owned(), e))?;
             Ok(written)
         })
         .await

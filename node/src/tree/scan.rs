@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Address;
-use crate::bundle::{BundlePath, FileEntry, FileIndex, hash_reader};
+use crate::bundle::{BundlePath, FileEntry, FileIndex, MAX_BUNDLE_FILES, hash_reader};
 use crate::manifest::{Manifest, ManifestError};
 use crate::store::BlobLinker;
 
@@ -113,6 +113,15 @@ pub fn walk(root: &Path) -> Result<Vec<LocalFile>, Rejection> {
     })?;
     let mut out = Vec::new();
     walk_dir(root, &canonical_root, "", 0, &mut out)?;
+    if out.len() > MAX_BUNDLE_FILES {
+        return Err(bad(
+            ".",
+            format!(
+                "holds {} files; a bundle holds at most {MAX_BUNDLE_FILES}: split it into several bundles",
+                out.len()
+            ),
+        ));
+    }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }

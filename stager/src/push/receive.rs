@@ -58,15 +58,32 @@ async fn serve_inner(
     });
     // Each lane stores its messages one at a time, in arrival order (a blob's chunks arrive
     // in the order they were published); lanes run side by side. The bounded channels push
-    // back on the subscription when the disk is slower than the network.
+    // back on the subscription when the disk is slower than the network. What a message
+    // completes is acknowledged by the syncer once it is durable.
+    let syncer = {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(sync_then_ack(receiver.clone(), rx));
+        tx
+    };
     let lanes: Vec<mpsc::Sender<(Data, Subject)>> = (0..LANES)
         .map(|_| {
             let (tx, mut rx) = mpsc::channel::<(Data, Subject)>(WINDOW);
             let r = receiver.clone();
+            let syncer = syncer.clone();
             tokio::spawn(async move {
                 while let Some((data, reply)) = rx.recv().await {
-                    let ack = r.store_data(data).await;
-                    r.reply(reply, &ack).await;
+                    match r.store_data(data).await {
+                        Ok(ack) if ack.stored => {
+                            if let Err(mpsc::error::SendError((reply, ack))) =
+                                syncer.send((reply, ack))
+                            {
+                                let lost: Answer<DataAck> =
+                                    Err(internal(format!("the stager is stopping ({})", ack.seq)));
+                                r.reply(reply, &lost).await;
+                            }
+                        }
+                        answer => r.reply(reply, &answer).await,
+                    }
                 }
             });
             tx
@@ -111,6 +128,26 @@ async fn serve_inner(
                 }
             }
             else => return Ok(()),
+        }
+    }
+}
+
+/// Acknowledges what the lanes stored once it is durable: one `syncfs` covers everything
+/// queued before it started, so while one runs, the lanes go on writing, and the next covers
+/// all that arrived meanwhile (a sync per batch of blobs, not one per blob).
+async fn sync_then_ack(r: Arc<Receiver>, mut rx: mpsc::UnboundedReceiver<(Subject, DataAck)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let synced = r.store.sync().await;
+        for (reply, ack) in batch {
+            let answer = match &synced {
+                Ok(()) => Ok(ack),
+                Err(e) => Err(internal(e.to_string())),
+            };
+            r.reply(reply, &answer).await;
         }
     }
 }
@@ -255,13 +292,12 @@ impl Receiver {
                 stored: false,
             });
         }
-        // The blob is complete: the store verifies it as it takes it (by hard link, then
-        // one syncfs for its data); the part goes.
+        // The blob is complete: the store verifies it as it takes it (by hard link; the
+        // syncer makes it durable before the acknowledgement); the part goes.
         self.store
             .put_file(&blob, &path, size, true)
             .await
             .map_err(refuse_mismatch)?;
-        self.store.sync().await.map_err(store_err)?;
         let _ = tokio::fs::remove_file(&path).await;
         Ok(DataAck {
             seq,
@@ -272,6 +308,9 @@ impl Receiver {
 
     async fn commit(&self, body: &[u8]) -> Answer<Pushed> {
         let c: Commit = protocol::decode(body)?;
+        // What this push sent is durable already; a blob an earlier push left half done
+        // (linked, then the stager killed before its sync) becomes so here.
+        self.store.sync().await.map_err(store_err)?;
         let index = match self.store.get_index(&c.bundle).await {
             Ok(index) => index,
             Err(StoreError::Missing { .. }) => {

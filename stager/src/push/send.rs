@@ -38,6 +38,7 @@ pub async fn push(
     deadline: Duration,
     progress: &dyn Progress,
 ) -> Result<Pushed, StagerError> {
+    let started = Instant::now();
     let root = dir.to_owned();
     let override_addr = addr.clone();
     let (index, blobs) = blocking(move || {
@@ -61,6 +62,7 @@ pub async fn push(
         Ok((index, blobs))
     })
     .await?;
+    tracing::debug!(blobs = blobs.len(), took = ?started.elapsed(), "push: folder scanned");
     let id = RequestId::new();
     let start = Instant::now();
     let mut tally = Tally::new(&blobs, progress);
@@ -158,14 +160,20 @@ async fn attempt(
         })
         .collect();
     tally.opened(blobs, &todo);
+    let t = Instant::now();
+    let n = todo.len();
     send(nats, &opened.stager, todo, chunk_size, Some(tally)).await?;
+    tracing::debug!(blobs = n, took = ?t.elapsed(), "push: blobs sent");
+    let t = Instant::now();
     let commit = Commit {
         id,
         user: client.user().clone(),
         addr,
         bundle: index.hash,
     };
-    request(nats, COMMIT_SUBJECT, encode(&commit), COMMIT_TIMEOUT).await
+    let pushed = request(nats, COMMIT_SUBJECT, encode(&commit), COMMIT_TIMEOUT).await;
+    tracing::debug!(took = ?t.elapsed(), "push: committed");
+    pushed
 }
 
 /// What one data message carries.
