@@ -429,6 +429,15 @@ async fn files(
     let index = store.get_index(&detail.version.id).await?;
     let dir = reference.path.as_ref().map(|p| p.as_str());
     let (page, more) = index.page(dir, after, limit);
+    if let (Some(d), true) = (dir, page.is_empty() && after.is_none()) {
+        bail!(
+            "{}@{} has no file or folder {d:?}; `plotter2 files {}@{}` lists what it holds",
+            detail.address,
+            detail.version.version,
+            detail.address,
+            detail.version.version
+        );
+    }
     let next = page.last().filter(|_| more > 0).map(|f| f.path.as_str());
     if json {
         #[derive(Serialize)]

@@ -127,6 +127,11 @@ async fn a_bundle_of_200000_files_goes_in_by_inbox_and_by_push_on_a_stock_1mb_se
         "{text}"
     );
 
+    let (ok, _, err) = stager.cli(&["files", &format!("{addr}@1:d999")]);
+    assert!(
+        !ok && err.contains("has no file or folder \"d999\""),
+        "{err}"
+    );
     eprintln!("listing: {:?}", t.elapsed());
     let out = c.dir.path().join("out-inbox");
     let t = Instant::now();
