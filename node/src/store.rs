@@ -408,9 +408,9 @@ impl BlobStore {
 
     /// [`BlobStore::put_file`] of many files, each verified against its hash; returns how
     /// many blobs were written. A local store does the whole batch in one blocking pass: a
-    /// file that is the caller's own (a regular file of one link, which the caller promises
-    /// never changes again) is taken by hard link, any other copied; call
-    /// [`BlobStore::sync`] before relying on them. A remote store uploads them one by one.
+    /// file marked `may_link` that is a regular file of one link is taken by hard link, any
+    /// other copied, none fsync'd: call [`BlobStore::sync`] before relying on them. A remote
+    /// store uploads them several at a time.
     pub async fn put_files(&self, jobs: Vec<PutJob>) -> Result<usize, StoreError> {
         let Some(root) = self.local_root.clone() else {
             let written: Vec<bool> = futures::stream::iter(jobs)
@@ -716,6 +716,9 @@ pub struct PutJob {
     pub blob: Hash,
     pub path: PathBuf,
     pub size: u64,
+    /// The caller's own file, which never changes again: a local store may take it by hard
+    /// link (when it has one link). Otherwise it is copied.
+    pub may_link: bool,
 }
 
 enum LocalPut {
@@ -733,7 +736,7 @@ fn put_local(root: &Path, key: &str, job: &PutJob) -> std::io::Result<Result<boo
         return Ok(Ok(false));
     }
     let meta = std::fs::symlink_metadata(&job.path)?;
-    if meta.file_type().is_file() && meta.nlink() == 1 {
+    if job.may_link && meta.file_type().is_file() && meta.nlink() == 1 {
         // The link shares the file's inode, so what is linked is what was hashed.
         let got = crate::bundle::hash_reader(std::fs::File::open(&job.path)?)?.0;
         if got != job.blob {
@@ -1041,6 +1044,7 @@ mod tests {
             blob: Hash::of(content),
             path: path.to_owned(),
             size: content.len() as u64,
+            may_link: true,
         };
         let jobs = vec![job(&own, b"own bytes"), job(&shared, b"shared bytes")];
         assert_eq!(store.put_files(jobs.clone()).await.unwrap(), 2);

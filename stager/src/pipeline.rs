@@ -300,6 +300,8 @@ impl Pipeline {
                 blob: f.blob,
                 path: root.join(f.path.as_str()),
                 size: f.size,
+                // The spool's own files: moved in from the inbox, never written again.
+                may_link: true,
             });
             bytes += f.size;
         }

@@ -788,3 +788,55 @@ async fn a_set_up_failure_of_the_worker_is_retried_not_the_end_of_the_run() {
         "the output of the attempt that ran"
     );
 }
+
+/// A run whose output holds 20,000 files, on a server with the stock 1 MB `max_payload`: its
+/// file index (about 2 MB) is a blob in the store, so the result commits on the first attempt
+/// and the output restores whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_output_of_20000_files_commits_on_a_stock_1mb_server() {
+    let c = Cluster::start(
+        1,
+        Opts {
+            max_payload: Some("1MB"),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let code = c.dir.path().join("code");
+    let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
+        "many": {"kind": "command", "run": ["sh", "many.sh", "{out}"], "timeout": "120s"}}}}});
+    let script: &[u8] = b"cd \"$1\" && for d in $(seq 0 19); do mkdir d$d; \
+        (cd d$d && seq 0 999 | while read i; do echo \"$d $i\" > f$i.txt; done); done\n";
+    write_bundle(&code, Some(&manifest.to_string()), &[("many.sh", script)]);
+    let addr = "/sources/tali/many";
+    stager.cli_ok(&["push", code.to_str().unwrap(), addr]);
+    let client = c.client().await;
+    c.cli_ok(&["run", addr, "many"]);
+    let runs = wait_runs_ended(&client, addr, 1, Duration::from_secs(300)).await;
+    let r = &runs[0];
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.reason);
+    assert_eq!(r.attempts.len(), 1, "committed on the first attempt");
+    let show = c.cli_json(&["show", addr, "--json"]);
+    let out = show["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["run"].is_string())
+        .expect("the run's output bundle");
+    assert_eq!(out["files"], 20_001, "20,000 files and the manifest");
+    let dest = c.dir.path().join("restored");
+    stager.cli_ok(&[
+        "get",
+        &format!("{addr}@{}", out["version"]),
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("d7/f123.txt")).unwrap(),
+        "7 123\n"
+    );
+    assert_eq!(std::fs::read_dir(dest.join("d19")).unwrap().count(), 1000);
+}

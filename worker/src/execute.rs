@@ -19,7 +19,7 @@ use plotter2_node::client::Client;
 use plotter2_node::manifest::TaskKind;
 use plotter2_node::protocol::{BundleDetail, Op, ReadOp, Reply, RunOutcome, RunOutput, RunRecord};
 use plotter2_node::retry::{Backoff, Classify};
-use plotter2_node::store::BlobStore;
+use plotter2_node::store::{BlobStore, PutJob};
 use plotter2_node::{Address, WorkerName};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
@@ -31,6 +31,8 @@ use crate::log::{LOG_LIMIT, LiveLog};
 
 /// How much of the log's end a failure reason quotes.
 const TAIL_BYTES: usize = 2000;
+/// Output files stored per blocking pass.
+const OUTPUT_BATCH: usize = 256;
 
 /// Set-up retries on this worker, before the attempt is handed back to run again (perhaps
 /// elsewhere): long enough for a leader election or a store that restarts.
@@ -601,11 +603,19 @@ async fn store_output(
     })
     .await?
     .map_err(WorkerError::BadOutput)?;
-    for (entry, file) in scanned.entries() {
-        boxes
-            .store
-            .put_file(&entry.blob, &file.fs_path, entry.size, false)
-            .await?;
+    // Copied, never linked: a process the task left behind could still write to its
+    // outputs. In batches, with one sync for all, so an output of many files is quick.
+    let jobs: Vec<PutJob> = scanned
+        .entries()
+        .map(|(entry, file)| PutJob {
+            blob: entry.blob,
+            path: file.fs_path.clone(),
+            size: entry.size,
+            may_link: false,
+        })
+        .collect();
+    for batch in jobs.chunks(OUTPUT_BATCH) {
+        boxes.store.put_files(batch.to_vec()).await?;
     }
     // The index last: a stored index names only blobs that are there.
     let bundle = boxes.store.put_index(&scanned.index).await?;
