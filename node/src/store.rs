@@ -260,22 +260,36 @@ impl BlobStore {
             return Ok(written.into_iter().filter(|w| *w).count());
         };
         tokio::task::spawn_blocking(move || -> Result<usize, (String, std::io::Error)> {
-            let incoming = root.join(INCOMING);
-            std::fs::create_dir_all(&incoming).map_err(|e| (INCOMING.to_owned(), e))?;
+            let mut folders = std::collections::HashSet::new();
             let mut written = 0;
             for (hash, bytes) in &blobs {
                 let key = hash.blob_key();
                 let dest = root.join(&key);
-                if dest.exists() {
-                    continue;
+                let fail = |e| (key.clone(), e);
+                let Some(dir) = dest.parent() else { continue };
+                if folders.insert(dir.to_owned()) {
+                    std::fs::create_dir_all(dir).map_err(fail)?;
                 }
-                // Written under a name of its own, then linked to its key: the key only
-                // ever names a whole blob, and an existing key is never replaced.
-                let tmp = incoming.join(ulid::Ulid::new().to_string());
-                let put = std::fs::write(&tmp, bytes).and_then(|()| link_blob(&tmp, &dest));
-                let _ = std::fs::remove_file(&tmp);
-                if let Linked::Yes = put.map_err(|e| (key, e))? {
-                    written += 1;
+                // Written under a name of its own beside its key, then renamed to the key
+                // without replacing: the key only ever names a whole blob.
+                let tmp = dir.join(format!(".{}.p2in", ulid::Ulid::new()));
+                let put = (|| {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(bytes)?;
+                    f.set_permissions(std::fs::Permissions::from_mode(0o444))?;
+                    drop(f);
+                    crate::tree::rename_noreplace(&tmp, &dest)
+                })();
+                match put {
+                    Ok(()) => written += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(fail(e));
+                    }
                 }
             }
             Ok(written)

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use copy::copy_tree;
 pub use fetch::{file_to_stdout, materialise, materialise_with, resolve};
+pub(crate) use once::rename_noreplace;
 pub use once::{Placed, create_once, materialise_once};
 pub use scan::{
     LocalFile, MANIFEST, READY, Rejection, Scanned, default_threads, hash_all, read_manifest, scan,

@@ -84,7 +84,7 @@ fn place(building: &Path, dest: &Path) -> Result<Placed, TreeError> {
 /// the filesystem cannot do that, plain `rename`, which still refuses to replace a folder
 /// that is not empty (`ENOTEMPTY`); only an empty tree could then replace an empty tree,
 /// which no reader can tell apart.
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
         std::ffi::CString::new(p.as_os_str().as_bytes())
