@@ -747,13 +747,7 @@ mod tests {
 
     fn ingest(a: &str, files: &[(&str, &[u8])]) -> WriteOp {
         let (index, manifest) = crate::testing::bundle(files, json!({"manifest_version": 1}));
-        WriteOp::Ingest {
-            addr: addr(a),
-            bundle: index.id(),
-            files: index.files().len() as u64,
-            bytes: index.total_bytes(),
-            manifest: Box::new(manifest),
-        }
+        crate::testing::ingest(a, &index, manifest)
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub fn code_at(a: &str, tasks: serde_json::Value) -> WriteOp {
         &[("run.sh", tasks.to_string().as_bytes())],
         json!({"manifest_version": 1, "contains": {"package": {"tasks": tasks}}}),
     );
+    ingest(a, &index, manifest)
+}
+
+/// The `ingest` at `a` of a bundle with this index (whose blob the stager stored) and manifest.
+pub fn ingest(a: &str, index: &FileIndex, manifest: Manifest) -> WriteOp {
     WriteOp::Ingest {
         addr: addr(a),
         bundle: index.id(),

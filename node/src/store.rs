@@ -82,8 +82,6 @@ const PART_CONCURRENCY: usize = 2;
 const HEAD_CONCURRENCY: usize = 32;
 /// Uploads in flight at once when one call stores many blobs in a remote store.
 const PUT_CONCURRENCY: usize = 8;
-/// Where a local store writes blobs before linking them to their keys.
-const INCOMING: &str = ".incoming";
 
 /// How long [`BlobStore::check`] waits for the store to answer at start-up.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -265,31 +263,14 @@ impl BlobStore {
             for (hash, bytes) in &blobs {
                 let key = hash.blob_key();
                 let dest = root.join(&key);
-                let fail = |e| (key.clone(), e);
-                let Some(dir) = dest.parent() else { continue };
-                if folders.insert(dir.to_owned()) {
-                    std::fs::create_dir_all(dir).map_err(fail)?;
+                if let Some(dir) = dest.parent()
+                    && folders.insert(dir.to_owned())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| (key.clone(), e))?;
                 }
-                // Written under a name of its own beside its key, then renamed to the key
-                // without replacing: the key only ever names a whole blob.
-                let tmp = dir.join(format!(".{}.p2in", ulid::Ulid::new()));
-                let put = (|| {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(bytes)?;
-                    f.set_permissions(std::fs::Permissions::from_mode(0o444))?;
-                    drop(f);
-                    crate::tree::rename_noreplace(&tmp, &dest)
-                })();
-                match put {
-                    Ok(()) => written += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        let _ = std::fs::remove_file(&tmp);
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(fail(e));
-                    }
+                let placed = place_new_blob(&dest, |f| f.write_all(bytes).map(|()| Ok(())));
+                if let Ok(true) = placed.map_err(|e| (key, e))? {
+                    written += 1;
                 }
             }
             Ok(written)
@@ -572,10 +553,9 @@ impl BlobStore {
         };
         let copied = tokio::task::spawn_blocking(move || {
             let mut bytes = 0;
-            let mut buf = vec![0u8; 256 * 1024];
             for job in &jobs {
                 let key = job.blob.blob_key();
-                match copy_verified(&root.join(&key), job, &mut buf) {
+                match copy_verified(&root.join(&key), job) {
                     Ok(Ok(n)) => bytes += n,
                     Ok(Err(got)) => return Err(LocalFetch::Corrupt(key, got)),
                     Err(e)
@@ -741,7 +721,7 @@ enum LocalPut {
 }
 
 /// Stores `job` in the local store at `root` under `key`: by hard link when the file is the
-/// caller's own, else by copy into `.incoming/` and a link from there. `Ok(Err(got))` when
+/// caller's own, else by copy beside its key and a rename. `Ok(Err(got))` when
 /// its content hashes to `got` instead; nothing is stored then.
 fn put_local(root: &Path, key: &str, job: &PutJob) -> std::io::Result<Result<bool, Hash>> {
     use std::os::unix::fs::MetadataExt;
@@ -762,33 +742,69 @@ fn put_local(root: &Path, key: &str, job: &PutJob) -> std::io::Result<Result<boo
             Linked::OtherDevice => {}
         }
     }
-    let incoming = root.join(INCOMING);
-    std::fs::create_dir_all(&incoming)?;
-    let tmp = incoming.join(ulid::Ulid::new().to_string());
-    let copied = (|| {
-        let mut r = std::fs::File::open(&job.path)?;
-        let mut w = std::fs::File::create(&tmp)?;
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut r = std::fs::File::open(&job.path)?;
+    place_new_blob(&dest, |w| {
+        let (got, _) = copy_hashing(&mut r, w)?;
+        Ok(if got == job.blob { Ok(()) } else { Err(got) })
+    })
+}
+
+/// Writes a new blob at `dest` (its folder exists) with what `fill` writes, under a name of
+/// its own beside it, read-only, then renamed to `dest` without replacing: the key only ever
+/// names a whole blob. `Ok(Ok(false))` when `dest` was there already; `fill` answering
+/// `Err(got)` (the bytes hash to `got`, not to the key) stores nothing.
+fn place_new_blob(
+    dest: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<Result<(), Hash>>,
+) -> std::io::Result<Result<bool, Hash>> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob");
+    let tmp = dest.with_file_name(format!(".{name}.{}.p2in", ulid::Ulid::new()));
+    let put = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Err(got) = fill(&mut f)? {
+            return Ok(Err(got));
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(0o444))?;
+        drop(f);
+        match crate::tree::rename_noreplace(&tmp, dest) {
+            Ok(()) => Ok(Ok(true)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Ok(false)),
+            Err(e) => Err(e),
+        }
+    })();
+    if !matches!(put, Ok(Ok(true))) {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    put
+}
+
+/// Copies `r` to `w` through blake3; the hash and the byte count.
+fn copy_hashing(r: &mut impl Read, w: &mut impl Write) -> std::io::Result<(Hash, u64)> {
+    thread_local! {
+        // One buffer per thread: restoring a million small files copies a million times.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
+    }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
         let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
         loop {
             match r.read(&mut buf) {
-                Ok(0) => break,
+                Ok(0) => return Ok((Hash::from(h.finalize()), n)),
                 Ok(k) => {
                     h.update(&buf[..k]);
                     w.write_all(&buf[..k])?;
+                    n += k as u64;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        let got = Hash::from(h.finalize());
-        if got != job.blob {
-            return Ok(Err(got));
-        }
-        link_blob(&tmp, &dest).map(|l| Ok(matches!(l, Linked::Yes)))
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    copied
+    })
 }
 
 /// One file for [`BlobStore::fetch_files`] to write.
@@ -821,38 +837,24 @@ fn place_file(tmp: &Path, dest: &Path, mode: u32) -> std::io::Result<()> {
 
 /// Copies the blob file `src` to `job.dest` by way of its part file, hashing as it goes.
 /// `Ok(Err(got))`: the content hashes to `got`, not to the blob's key; nothing is left.
-fn copy_verified(src: &Path, job: &FetchJob, buf: &mut [u8]) -> std::io::Result<Result<u64, Hash>> {
+fn copy_verified(src: &Path, job: &FetchJob) -> std::io::Result<Result<u64, Hash>> {
     let mut r = std::fs::File::open(src)?;
     let tmp = part_path(&job.dest);
-    let mut w = std::fs::File::create(&tmp)?;
-    let mut h = blake3::Hasher::new();
-    let mut n = 0u64;
-    let copied = loop {
-        match r.read(buf) {
-            Ok(0) => break Ok(()),
-            Ok(k) => {
-                h.update(&buf[..k]);
-                if let Err(e) = w.write_all(&buf[..k]) {
-                    break Err(e);
-                }
-                n += k as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
+    let copied = std::fs::File::create(&tmp).and_then(|mut w| copy_hashing(&mut r, &mut w));
+    match copied {
+        Ok((got, n)) if got == job.blob => {
+            place_file(&tmp, &job.dest, job.mode)?;
+            Ok(Ok(n))
         }
-    };
-    drop(w);
-    let got = Hash::from(h.finalize());
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        Ok((got, _)) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(Err(got))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    if got != job.blob {
-        let _ = std::fs::remove_file(&tmp);
-        return Ok(Err(got));
-    }
-    place_file(&tmp, &job.dest, job.mode)?;
-    Ok(Ok(n))
 }
 
 enum Linked {

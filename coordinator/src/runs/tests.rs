@@ -32,13 +32,7 @@ fn code(a: &str, script: &[u8]) -> WriteOp {
         .as_bytes(),
     )
     .unwrap();
-    WriteOp::Ingest {
-        addr: addr(a),
-        bundle: index.id(),
-        files: index.files().len() as u64,
-        bytes: index.total_bytes(),
-        manifest: Box::new(manifest),
-    }
+    crate::testing::ingest(a, &index, manifest)
 }
 
 fn setup() -> Registry {

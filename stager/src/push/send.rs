@@ -21,6 +21,8 @@ struct Blob {
     source: Source,
 }
 
+/// A path or a shared buffer: cheap to clone either way.
+#[derive(Clone)]
 enum Source {
     File(PathBuf),
     /// The bundle's file index, which exists only in memory.
@@ -262,7 +264,7 @@ async fn load(seq: u64, plan: Plan<'_>) -> Result<(Bytes, Expect), Attempt> {
         Plan::Pack(blobs) => {
             let jobs: Vec<(Hash, u64, Source)> = blobs
                 .iter()
-                .map(|b| (b.hash, b.size, b.source.clone_cheap()))
+                .map(|b| (b.hash, b.size, b.source.clone()))
                 .collect();
             let files = jobs.len() as u64;
             let bytes = jobs.iter().map(|j| j.1).sum();
@@ -272,7 +274,7 @@ async fn load(seq: u64, plan: Plan<'_>) -> Result<(Bytes, Expect), Attempt> {
                         let len = usize::try_from(*size).unwrap_or(usize::MAX);
                         read_at(source, 0, len)
                             .map(|data| Packed { blob: *blob, data })
-                            .map_err(|e| (source.clone_cheap(), e))
+                            .map_err(|e| (source.clone(), e))
                     })
                     .collect::<Result<Vec<Packed>, _>>()
             })
@@ -291,7 +293,7 @@ async fn load(seq: u64, plan: Plan<'_>) -> Result<(Bytes, Expect), Attempt> {
             ))
         }
         Plan::Chunk { blob, offset, len } => {
-            let source = blob.source.clone_cheap();
+            let source = blob.source.clone();
             let data = tokio::task::spawn_blocking(move || read_at(&source, offset, len))
                 .await
                 .map_err(retry)?
@@ -314,16 +316,6 @@ async fn load(seq: u64, plan: Plan<'_>) -> Result<(Bytes, Expect), Attempt> {
                     storing: if last { blob.size } else { len as u64 },
                 },
             ))
-        }
-    }
-}
-
-impl Source {
-    /// A path or a shared buffer: cheap either way.
-    fn clone_cheap(&self) -> Source {
-        match self {
-            Source::File(p) => Source::File(p.clone()),
-            Source::Memory(b) => Source::Memory(b.clone()),
         }
     }
 }
