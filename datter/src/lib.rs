@@ -9,6 +9,7 @@
 mod column;
 mod error;
 mod frame;
+pub mod pipeline;
 pub mod read;
 pub mod stats;
 

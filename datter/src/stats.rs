@@ -34,37 +34,38 @@ pub enum Reduce {
 }
 
 impl Reduce {
-    /// Every reduction, by its name in pipelines.
-    pub const ALL: [(&'static str, Reduce); 13] = [
-        ("mean", Reduce::Mean),
-        ("median", Reduce::Median),
-        ("mode", Reduce::Mode),
-        ("stddev", Reduce::Stddev),
-        ("product", Reduce::Product),
-        ("l1norm", Reduce::L1norm),
-        ("l2norm", Reduce::L2norm),
-        ("min", Reduce::Min),
-        ("max", Reduce::Max),
-        ("first", Reduce::First),
-        ("last", Reduce::Last),
-        ("sum", Reduce::Sum),
-        ("count", Reduce::Count),
+    /// Every reduction, in the order of [`Reduce::NAMES`].
+    pub const ALL: [Reduce; 13] = [
+        Reduce::Mean,
+        Reduce::Median,
+        Reduce::Mode,
+        Reduce::Stddev,
+        Reduce::Product,
+        Reduce::L1norm,
+        Reduce::L2norm,
+        Reduce::Min,
+        Reduce::Max,
+        Reduce::First,
+        Reduce::Last,
+        Reduce::Sum,
+        Reduce::Count,
+    ];
+
+    /// Their names in pipelines, in the order the variants are declared.
+    pub const NAMES: [&'static str; 13] = [
+        "mean", "median", "mode", "stddev", "product", "l1norm", "l2norm", "min", "max", "first",
+        "last", "sum", "count",
     ];
 
     /// The reduction named `name`, if there is one.
     pub fn parse(name: &str) -> Option<Reduce> {
-        Reduce::ALL
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, r)| *r)
+        let i = Reduce::NAMES.iter().position(|n| *n == name)?;
+        Some(Reduce::ALL[i])
     }
 
     /// Its name in pipelines.
     pub fn name(self) -> &'static str {
-        Reduce::ALL
-            .iter()
-            .find(|(_, r)| *r == self)
-            .map_or("?", |(n, _)| n)
+        Reduce::NAMES[self as usize]
     }
 
     /// Applies it to `values`, skipping NaN.
@@ -225,5 +226,8 @@ mod tests {
         assert!(Reduce::Product.apply(&[f64::NAN]).is_nan());
         assert_eq!(Reduce::parse("stddev"), Some(Reduce::Stddev));
         assert_eq!(Reduce::Stddev.name(), "stddev");
+        for r in Reduce::ALL {
+            assert_eq!(Reduce::parse(r.name()), Some(r));
+        }
     }
 }

@@ -1,0 +1,85 @@
+//! The registry: every op a pipeline may name, with its params. Ops join it as they are built,
+//! so a pipeline that validates is one datter can run.
+
+use super::spec::{OpSpec, ParamSpec, ParamType as T};
+
+const fn opt(name: &'static str, ty: T) -> ParamSpec {
+    ParamSpec {
+        name,
+        ty,
+        required: false,
+    }
+}
+
+/// The reductions `matrix` takes (see [`crate::stats::Reduce`]).
+pub const REDUCTIONS: &[&str] = &crate::stats::Reduce::NAMES;
+
+const STAT: &[ParamSpec] = &[opt("columns", T::Texts), opt("by", T::Texts)];
+
+static OPS: &[OpSpec] = &[
+    OpSpec {
+        name: "access",
+        aliases: &[],
+        params: &[opt("from", T::Text), opt("columns", T::Texts)],
+    },
+    OpSpec {
+        name: "label",
+        aliases: &[],
+        params: &[opt("by", T::Texts)],
+    },
+    OpSpec {
+        name: "mean",
+        aliases: &[],
+        params: STAT,
+    },
+    OpSpec {
+        name: "median",
+        aliases: &[],
+        params: STAT,
+    },
+    OpSpec {
+        name: "mode",
+        aliases: &[],
+        params: STAT,
+    },
+    OpSpec {
+        name: "stddev",
+        aliases: &[],
+        params: STAT,
+    },
+    OpSpec {
+        name: "product",
+        aliases: &[],
+        params: STAT,
+    },
+    OpSpec {
+        name: "l1norm",
+        aliases: &[],
+        params: STAT,
+    },
+    OpSpec {
+        name: "l2norm",
+        aliases: &[],
+        params: STAT,
+    },
+    OpSpec {
+        name: "matrix",
+        aliases: &[],
+        params: &[
+            opt("metrics", T::Texts),
+            opt("reduce", T::Choices(REDUCTIONS)),
+            opt("by", T::Texts),
+        ],
+    },
+];
+
+/// Every op, in the registry's order.
+pub fn ops() -> &'static [OpSpec] {
+    OPS
+}
+
+/// The op named `name` (or one of its aliases).
+pub fn lookup(name: &str) -> Option<&'static OpSpec> {
+    OPS.iter()
+        .find(|o| o.name == name || o.aliases.contains(&name))
+}
