@@ -1,7 +1,7 @@
 //! Datter: plotter2's own analysis engine.
 //!
 //! It owns tables of data ([`Frame`]s of typed, NaN-aware [`Column`]s), reading them from files
-//! (CSV, JSON, JSONL, NPY), and the numeric work done on them (statistics so far). It
+//! (CSV, JSON, JSONL, NPY), and the numeric work done on them (statistics and grouping so far). It
 //! must not touch NATS, an async runtime, the object store or the registry: the worker, the
 //! script host and the benchmarks call it on threads of their own and hand it files on disk.
 #![deny(missing_docs)]
@@ -9,6 +9,7 @@
 mod column;
 mod error;
 mod frame;
+pub mod group;
 pub mod pipeline;
 pub mod read;
 pub mod stats;
