@@ -213,9 +213,8 @@ impl Bench {
         (median(ours), median(refs), peak_rss_mib(pid))
     }
 
-    /// Scenario (d) for one shape: our push and `dvc push` (None when dvc is missing) of a
-    /// fresh folder each round; returns the medians of ours, and of dvc push without and with
-    /// the `sync` that makes it durable.
+    /// Scenario (d) for one shape: our push and dvc's (None when dvc is missing) of a fresh
+    /// folder each round; returns the median of ours and the medians of dvc's parts.
     fn pushes(&mut self, name: &str, count: usize, size: usize) -> (f64, Option<DvcTimes>) {
         let addr = format!("/bench/push-{name}");
         let dvc = dvc_available();

@@ -149,8 +149,9 @@ impl Column {
         }
     }
 
-    /// A column of `len` missing values of this kind (NaN, 0, false, empty text), used to
-    /// fill a column one input lacks when inputs are stacked.
+    /// A column of `len` missing values for a column of this kind, used to fill a column one
+    /// input lacks when inputs are stacked: NaN floats for numbers (integers have no missing
+    /// value), `false`, or empty text.
     pub fn missing(kind: ColumnKind, len: usize) -> Column {
         match kind {
             ColumnKind::F64 | ColumnKind::I64 => Column::F64(vec![f64::NAN; len]),

@@ -93,6 +93,11 @@ pub fn csv_bytes(path: &Path, bytes: &[u8]) -> Result<Frame, ReadError> {
     Ok(frame)
 }
 
+/// A frame refused what the file holds (two columns of one name, say).
+fn frame_error(path: &Path, e: &crate::DataError) -> ReadError {
+    format_error(path, 0, e.to_string())
+}
+
 fn csv_error(path: &Path, e: &csv::Error) -> ReadError {
     let line = e.position().map_or(0, csv::Position::line);
     let what = match e.kind() {
@@ -117,8 +122,11 @@ fn is_missing(s: &str) -> bool {
 /// The narrowest column that holds every field: integers, floats (with NaN gaps), booleans,
 /// else text.
 fn infer(values: Vec<String>) -> Column {
-    if !values.is_empty() && values.iter().all(|v| v.parse::<i64>().is_ok()) {
-        return Column::I64(values.iter().filter_map(|v| v.parse().ok()).collect());
+    if !values.is_empty() {
+        let ints: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
+        if let Some(ints) = ints {
+            return Column::I64(ints);
+        }
     }
     let floats: Option<Vec<f64>> = values
         .iter()
@@ -162,8 +170,7 @@ pub fn json_bytes(path: &Path, bytes: &[u8]) -> Result<Frame, ReadError> {
         ),
         Value::Array(items) if items.iter().all(|x| x.is_number() || x.is_null()) => {
             let col = values_column(path, "value", items)?;
-            Frame::from_columns(vec![("value".to_owned(), col)])
-                .map_err(|e| format_error(path, 0, e.to_string()))
+            Frame::from_columns(vec![("value".to_owned(), col)]).map_err(|e| frame_error(path, &e))
         }
         Value::Object(map) => {
             let mut f = Frame::new();
@@ -178,8 +185,7 @@ pub fn json_bytes(path: &Path, bytes: &[u8]) -> Result<Frame, ReadError> {
                     ));
                 };
                 let col = values_column(path, &name, items)?;
-                f.push(name, col)
-                    .map_err(|e| format_error(path, 0, e.to_string()))?;
+                f.push(name, col).map_err(|e| frame_error(path, &e))?;
             }
             Ok(f)
         }
@@ -244,8 +250,7 @@ fn records(
     let mut f = Frame::new();
     for (name, values) in names.into_iter().zip(cols) {
         let col = values_column(path, &name, values)?;
-        f.push(name, col)
-            .map_err(|e| format_error(path, 0, e.to_string()))?;
+        f.push(name, col).map_err(|e| frame_error(path, &e))?;
     }
     Ok(f)
 }
@@ -345,8 +350,7 @@ pub fn npy_bytes(path: &Path, bytes: &[u8]) -> Result<Frame, ReadError> {
             Decoded::I(v) => Column::I64((0..rows).map(|i| v[at(i)]).collect()),
             Decoded::B(v) => Column::Bool((0..rows).map(|i| v[at(i)]).collect()),
         };
-        f.push(name, col)
-            .map_err(|e| format_error(path, 0, e.to_string()))?;
+        f.push(name, col).map_err(|e| frame_error(path, &e))?;
     }
     Ok(f)
 }

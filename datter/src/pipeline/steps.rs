@@ -77,22 +77,17 @@ fn check_step(index: usize, raw: &Value) -> Result<Step, StepError> {
         Value::Array(a) => match a.as_slice() {
             [Value::String(s)] => (s.as_str(), None),
             [Value::String(s), p] => (s.as_str(), Some(p)),
-            _ => {
-                return Err(fail(
-                    "?",
-                    None,
-                    "a step is [\"op\", {params}], [\"op\"] or \"op\"".to_owned(),
-                ));
-            }
+            _ => ("", None),
         },
-        _ => {
-            return Err(fail(
-                "?",
-                None,
-                "a step is [\"op\", {params}], [\"op\"] or \"op\"".to_owned(),
-            ));
-        }
+        _ => ("", None),
     };
+    if name.is_empty() {
+        return Err(fail(
+            "?",
+            None,
+            "a step is [\"op\", {params}], [\"op\"] or \"op\"".to_owned(),
+        ));
+    }
     let op = registry::lookup(name).ok_or_else(|| {
         let known: Vec<&str> = registry::ops().iter().map(|o| o.name).collect();
         fail(
