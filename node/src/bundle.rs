@@ -72,21 +72,26 @@ impl fmt::Debug for Hash {
     }
 }
 
-impl FromStr for Hash {
-    type Err = BundleError;
-    fn from_str(s: &str) -> Result<Self, BundleError> {
-        let bad = || BundleError::BadHash { text: s.to_owned() };
-        let hex = s.strip_prefix("b3:").ok_or_else(bad)?;
+impl Hash {
+    /// The hash written as 64 lowercase hex digits (no `b3:`), or `None`.
+    fn from_hex(hex: &str) -> Option<Self> {
         if hex.len() != 64
             || !hex
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            return Err(bad());
+            return None;
         }
-        blake3::Hash::from_hex(hex)
-            .map(Self::from)
-            .map_err(|_| bad())
+        blake3::Hash::from_hex(hex).ok().map(Self::from)
+    }
+}
+
+impl FromStr for Hash {
+    type Err = BundleError;
+    fn from_str(s: &str) -> Result<Self, BundleError> {
+        s.strip_prefix("b3:")
+            .and_then(Self::from_hex)
+            .ok_or_else(|| BundleError::BadHash { text: s.to_owned() })
     }
 }
 
@@ -173,7 +178,11 @@ pub struct FileIndex {
 
 impl FileIndex {
     pub fn new(mut files: Vec<FileEntry>) -> Result<Self, BundleError> {
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        // Unstable: no scratch buffer the size of the index, and equal paths are refused.
+        // An index read back is sorted already and skips the sort.
+        if !files.is_sorted_by(|a, b| a.path <= b.path) {
+            files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        }
         if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
             return Err(BundleError::Duplicate {
                 path: w[0].path.to_string(),
@@ -197,22 +206,40 @@ impl FileIndex {
             .map(|i| &self.files[i])
     }
 
-    /// The canonical text the bundle id is the hash of.
-    pub fn canonical(&self) -> String {
+    /// Hands each line of the canonical text to `each`, in order, through one reused buffer:
+    /// an index of a million files is never held as one string.
+    fn each_line<E>(&self, mut each: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
         use std::fmt::Write as _;
-        let mut out = String::with_capacity(self.files.len() * 100);
+        let mut line = String::with_capacity(256);
         for f in &self.files {
+            line.clear();
             // Writing to a String cannot fail.
             let _ = writeln!(
-                out,
+                line,
                 "{:o} {} {} {}",
                 f.mode & 0o7777,
                 f.size,
                 blake3::Hash::from_bytes(f.blob.0).to_hex(),
                 f.path
             );
+            each(&line)?;
         }
+        Ok(())
+    }
+
+    /// The canonical text the bundle id is the hash of.
+    pub fn canonical(&self) -> String {
+        let mut out = String::with_capacity(self.files.len() * 100);
+        let _ = self.each_line(|l| {
+            out.push_str(l);
+            Ok::<(), std::convert::Infallible>(())
+        });
         out
+    }
+
+    /// Writes [`FileIndex::canonical`] to `w` a line at a time.
+    pub fn write_canonical(&self, mut w: impl std::io::Write) -> std::io::Result<()> {
+        self.each_line(|l| w.write_all(l.as_bytes()))
     }
 
     /// A page of the files at or below the folder `dir` (every file when `None`; just that
@@ -249,48 +276,101 @@ impl FileIndex {
         (&self.files[lo..end], hi - end)
     }
 
-    /// `b3:` + blake3 of [`FileIndex::canonical`].
+    /// `b3:` + blake3 of [`FileIndex::canonical`], hashed a line at a time.
     pub fn id(&self) -> Hash {
-        Hash::of(self.canonical().as_bytes())
+        let mut hasher = blake3::Hasher::new();
+        let _ = self.each_line(|l| {
+            hasher.update(l.as_bytes());
+            Ok::<(), std::convert::Infallible>(())
+        });
+        hasher.finalize().into()
     }
 
     /// Reads back the [`FileIndex::canonical`] form, so an index can be stored as a blob
-    /// whose key is the bundle id. Paths hold no control characters, so each line is one
-    /// entry, and the path (which may hold spaces) is the rest of the line.
+    /// whose key is the bundle id. See [`IndexParser`] to read it in pieces.
     pub fn from_canonical(text: &[u8]) -> Result<Self, BundleError> {
-        let text = std::str::from_utf8(text).map_err(|e| BundleError::BadIndexLine {
-            line: 1 + text[..e.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count(),
-            why: "not UTF-8".into(),
-        })?;
-        let mut files = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let bad = |why: String| BundleError::BadIndexLine { line: i + 1, why };
-            let mut parts = line.splitn(4, ' ');
-            let (Some(mode), Some(size), Some(hex), Some(path)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(bad("expected `<octal mode> <size> <hex> <path>`".into()));
+        let mut parser = IndexParser::default();
+        parser.feed(text)?;
+        parser.finish()
+    }
+}
+
+/// Reads the [`FileIndex::canonical`] form in pieces of any size, as they come from a file or
+/// a store's stream, keeping only the entries and one unfinished line. Paths hold no control
+/// characters, so each line is one entry, and the path (which may hold spaces) is the rest
+/// of the line.
+#[derive(Debug, Default)]
+pub struct IndexParser {
+    files: Vec<FileEntry>,
+    /// The bytes of a line a piece ended in the middle of.
+    partial: Vec<u8>,
+    /// Lines parsed so far, for errors.
+    lines: usize,
+}
+
+impl IndexParser {
+    /// Parses every whole line of `piece` (with what an earlier piece left unfinished).
+    pub fn feed(&mut self, mut piece: &[u8]) -> Result<(), BundleError> {
+        if !self.partial.is_empty() {
+            let Some(nl) = piece.iter().position(|&b| b == b'\n') else {
+                self.partial.extend_from_slice(piece);
+                return Ok(());
             };
-            let mode =
-                u32::from_str_radix(mode, 8).map_err(|e| bad(format!("mode {mode:?}: {e}")))?;
-            let size = size
-                .parse::<u64>()
-                .map_err(|e| bad(format!("size {size:?}: {e}")))?;
-            let blob: Hash = format!("b3:{hex}")
-                .parse()
-                .map_err(|e: BundleError| bad(e.to_string()))?;
-            let path = BundlePath::parse(path).map_err(|e| bad(e.to_string()))?;
-            files.push(FileEntry {
-                path,
-                blob,
-                size,
-                mode,
-            });
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&piece[..nl]);
+            self.line(&line)?;
+            piece = &piece[nl + 1..];
         }
-        FileIndex::new(files)
+        let mut rest = piece;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            self.line(&rest[..nl])?;
+            rest = &rest[nl + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// The index, once every piece was fed (a last line without its newline counts).
+    pub fn finish(mut self) -> Result<FileIndex, BundleError> {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line)?;
+        }
+        FileIndex::new(self.files)
+    }
+
+    fn line(&mut self, line: &[u8]) -> Result<(), BundleError> {
+        self.lines += 1;
+        let bad = |why: String| BundleError::BadIndexLine {
+            line: self.lines,
+            why,
+        };
+        let line = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut parts = line.splitn(4, ' ');
+        let (Some(mode), Some(size), Some(hex), Some(path)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("expected `<octal mode> <size> <hex> <path>`".into()));
+        };
+        let mode = u32::from_str_radix(mode, 8).map_err(|e| bad(format!("mode {mode:?}: {e}")))?;
+        let size = size
+            .parse::<u64>()
+            .map_err(|e| bad(format!("size {size:?}: {e}")))?;
+        let blob = Hash::from_hex(hex).ok_or_else(|| {
+            bad(BundleError::BadHash {
+                text: format!("b3:{hex}"),
+            }
+            .to_string())
+        })?;
+        let path = BundlePath::parse(path).map_err(|e| bad(e.to_string()))?;
+        self.files.push(FileEntry {
+            path,
+            blob,
+            size,
+            mode,
+        });
+        Ok(())
     }
 }
 
@@ -425,6 +505,40 @@ mod tests {
             let e = FileIndex::from_canonical(text).unwrap_err().to_string();
             assert!(e.contains(why), "{e} should mention {why}");
         }
+    }
+
+    #[test]
+    fn the_canonical_form_reads_back_in_pieces_of_any_size() {
+        let a = FileIndex::new(
+            (0..40)
+                .map(|i| entry(&format!("d{}/f {i}.txt", i % 3), format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .unwrap();
+        let mut text = Vec::new();
+        a.write_canonical(&mut text).unwrap();
+        assert_eq!(text, a.canonical().as_bytes());
+        assert_eq!(a.id(), Hash::of(&text));
+        for piece in [1, 2, 7, 99, 100, 101, text.len()] {
+            let mut parser = IndexParser::default();
+            for chunk in text.chunks(piece) {
+                parser.feed(chunk).unwrap();
+            }
+            assert_eq!(parser.finish().unwrap(), a, "pieces of {piece} bytes");
+        }
+        // A bad line is named by its number, whichever piece it arrived in.
+        let mut parser = IndexParser::default();
+        let mut bad = text.clone();
+        bad.extend_from_slice(b"644 1 nothex x\n");
+        let mut failed = None;
+        for chunk in bad.chunks(13) {
+            if let Err(e) = parser.feed(chunk) {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        let failed = failed.unwrap();
+        assert!(failed.contains("line 41"), "{failed}");
     }
 
     #[test]

@@ -159,12 +159,23 @@ impl ClusterFile {
 /// The temp file beside it has a name no other writer uses (process id and a counter), so
 /// two writers of the same path never write into one file: the last rename wins whole.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes, through a buffer: for contents too large to hold
+/// as one piece (a file index of a million lines).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), HomeError> {
     let (tmp, mut f) = create_temp_beside(path)?;
-    let written = f
-        .write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(&tmp))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err(path)));
+    let written = {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+        write(&mut w).and_then(|()| w.flush())
+    }
+    .and_then(|()| f.sync_all())
+    .map_err(io_err(&tmp))
+    .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err(path)));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

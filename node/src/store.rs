@@ -317,14 +317,86 @@ impl BlobStore {
         Ok(id)
     }
 
-    /// Reads the file index of bundle `id`, verified like any blob.
+    /// Reads the file index of bundle `id`, verified like any blob. Parsed as it is read and
+    /// hashed on the way, so the index of a million files is not held as text as well.
     pub async fn get_index(&self, id: &Hash) -> Result<crate::bundle::FileIndex, StoreError> {
-        let bytes = self.get_blob(id).await?;
         let key = id.blob_key();
-        tokio::task::spawn_blocking(move || crate::bundle::FileIndex::from_canonical(&bytes))
+        let read = if let Some(root) = &self.local_root {
+            let path = root.join(&key);
+            tokio::task::spawn_blocking(move || {
+                let mut file = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let mut reading = IndexReading::default();
+                let mut piece = vec![0u8; INDEX_PIECE];
+                loop {
+                    match file.read(&mut piece) {
+                        Ok(0) => break,
+                        Ok(n) => reading.feed(&piece[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Some(reading))
+            })
             .await
             .map_err(|e| self.io(&key, e))?
-            .map_err(|e| self.io(&key, e))
+            .map_err(|e| self.io(&key, e))?
+        } else {
+            match self.inner.get(&ObjectPath::from(key.as_str())).await {
+                Ok(r) => Some(self.read_index_stream(&key, r.into_stream()).await?),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(self.io(&key, e)),
+            }
+        };
+        let Some(reading) = read else {
+            return Err(StoreError::Missing {
+                url: self.url.clone(),
+                key,
+            });
+        };
+        let (got, parsed) = reading.finish();
+        if got != *id {
+            return Err(self.quarantine(key, got).await);
+        }
+        parsed.map_err(|e| self.io(&key, e))
+    }
+
+    /// Feeds a remote store's stream to an [`IndexReading`], a few MiB per blocking pass.
+    async fn read_index_stream(
+        &self,
+        key: &str,
+        mut stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    ) -> Result<IndexReading, StoreError> {
+        let mut reading = IndexReading::default();
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_bytes = 0;
+        loop {
+            let next = stream.next().await;
+            let done = next.is_none();
+            if let Some(chunk) = next {
+                let chunk = chunk.map_err(|e| self.io(key, e))?;
+                pending_bytes += chunk.len();
+                pending.push(chunk);
+            }
+            if pending_bytes >= INDEX_PIECE || (done && !pending.is_empty()) {
+                let chunks = std::mem::take(&mut pending);
+                pending_bytes = 0;
+                reading = tokio::task::spawn_blocking(move || {
+                    for c in &chunks {
+                        reading.feed(c);
+                    }
+                    reading
+                })
+                .await
+                .map_err(|e| self.io(key, e))?;
+            }
+            if done {
+                return Ok(reading);
+            }
+        }
     }
 
     /// Reads a whole blob and checks it against its hash.
@@ -674,6 +746,42 @@ impl BlobStore {
             url: self.url.clone(),
             key: key.to_owned(),
             message: e.to_string(),
+        }
+    }
+}
+
+/// Bytes read of a file index at a time.
+const INDEX_PIECE: usize = 4 << 20;
+
+/// A stored file index being read: hashed and parsed a piece at a time. A parse error is kept
+/// and the hashing goes on, so a corrupt blob is told from a well-stored bad index.
+#[derive(Default)]
+struct IndexReading {
+    hasher: blake3::Hasher,
+    parser: crate::bundle::IndexParser,
+    failed: Option<crate::bundle::BundleError>,
+}
+
+impl IndexReading {
+    fn feed(&mut self, piece: &[u8]) {
+        self.hasher.update(piece);
+        if self.failed.is_none()
+            && let Err(e) = self.parser.feed(piece)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn finish(
+        self,
+    ) -> (
+        Hash,
+        Result<crate::bundle::FileIndex, crate::bundle::BundleError>,
+    ) {
+        let got = self.hasher.finalize().into();
+        match self.failed {
+            Some(e) => (got, Err(e)),
+            None => (got, self.parser.finish()),
         }
     }
 }

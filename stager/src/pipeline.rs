@@ -286,34 +286,20 @@ impl Pipeline {
     async fn upload(&self, entry: &Entry) -> Result<(), StagerError> {
         let index = self.load_index(entry).await?;
         let root = self.spool.files_dir(&entry.id);
-        let mut seen = std::collections::HashSet::new();
+        let firsts = first_of_each_blob(&index);
         // Batches of files, so a bundle of many small files does not cost a blocking task
-        // each; the store verifies each file against its hash as it takes it.
-        let mut batches: Vec<Vec<PutJob>> = Vec::new();
-        let (mut batch, mut bytes) = (Vec::new(), 0u64);
-        for f in index.files().iter().filter(|f| seen.insert(f.blob)) {
-            if batch.len() >= UPLOAD_BATCH_FILES || bytes >= UPLOAD_BATCH_BYTES {
-                batches.push(std::mem::take(&mut batch));
-                bytes = 0;
-            }
-            batch.push(PutJob {
-                blob: f.blob,
-                path: root.join(f.path.as_str()),
-                size: f.size,
-                // The spool's own files: moved in from the inbox, never written again.
-                may_link: true,
-            });
-            bytes += f.size;
-        }
-        if !batch.is_empty() {
-            batches.push(batch);
-        }
-        drop(seen);
+        // each; the store verifies each file against its hash as it takes it. Each batch's
+        // jobs are made as it goes up, so only the batches in flight are held.
+        let batches = batch_bounds(&index, &firsts);
         futures::stream::iter(batches)
-            .map(|jobs| self.store.put_files(jobs))
+            .map(|(from, to)| {
+                self.store
+                    .put_files(upload_jobs(&index, &root, &firsts[from..to]))
+            })
             .buffer_unordered(UPLOAD_CONCURRENCY)
-            .try_collect::<Vec<usize>>()
+            .try_for_each(|_| async { Ok(()) })
             .await?;
+        drop(firsts);
         // The index last: a stored index names only blobs that are there. Its key is the
         // bundle id, which is what the commit carries instead of the index.
         drop(index);
@@ -457,6 +443,55 @@ fn unshare(root: &Path, index: &plotter2_node::bundle::FileIndex) -> Result<(), 
         std::fs::rename(&tmp, &path).map_err(StagerError::io(&path))?;
     }
     Ok(())
+}
+
+/// The position in `index` of the first file of each distinct blob, in path order: what an
+/// upload sends. Positions, not entries, so a million files cost 4 MiB here.
+fn first_of_each_blob(index: &FileIndex) -> Vec<u32> {
+    let files = index.files();
+    // The index holds at most 2^20 files, so a position fits.
+    let mut at: Vec<u32> = (0..files.len())
+        .filter_map(|i| u32::try_from(i).ok())
+        .collect();
+    // Stable: of the files with one blob, the first in path order stays first.
+    at.sort_by_key(|&i| files[i as usize].blob);
+    at.dedup_by_key(|i| files[*i as usize].blob);
+    at.sort_unstable();
+    at
+}
+
+/// Where each upload batch of `firsts` starts and ends: a batch ends after
+/// [`UPLOAD_BATCH_FILES`] files or [`UPLOAD_BATCH_BYTES`] bytes.
+fn batch_bounds(index: &FileIndex, firsts: &[u32]) -> Vec<(usize, usize)> {
+    let mut bounds = Vec::new();
+    let (mut from, mut bytes) = (0, 0u64);
+    for (n, &i) in firsts.iter().enumerate() {
+        if n > from && (n - from >= UPLOAD_BATCH_FILES || bytes >= UPLOAD_BATCH_BYTES) {
+            bounds.push((from, n));
+            (from, bytes) = (n, 0);
+        }
+        bytes += index.files()[i as usize].size;
+    }
+    if from < firsts.len() {
+        bounds.push((from, firsts.len()));
+    }
+    bounds
+}
+
+/// The uploads of the files at positions `at` of `index`, which lie under `root`.
+fn upload_jobs(index: &FileIndex, root: &Path, at: &[u32]) -> Vec<PutJob> {
+    let mut jobs = Vec::with_capacity(at.len());
+    for &i in at {
+        let f = &index.files()[i as usize];
+        jobs.push(PutJob {
+            blob: f.blob,
+            path: root.join(f.path.as_str()),
+            size: f.size,
+            // The spool's own files: moved in from the inbox, never written again.
+            may_link: true,
+        });
+    }
+    jobs
 }
 
 enum Received {

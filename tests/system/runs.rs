@@ -142,7 +142,8 @@ async fn a_sweep_runs_to_completion_and_bad_tasks_fail_with_reasons() {
     assert_eq!(
         log.matches("[plotter2] exit status 3").count(),
         2,
-        "both attempts, each with its reason: {log}"
+        "both attempts, each with its reason: {log}\nattempts: {:?}",
+        flaky.attempts
     );
 
     // A running run: its log so far comes from its worker; cancel kills it.

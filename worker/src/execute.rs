@@ -606,10 +606,12 @@ async fn store_output(
     // Copied, never linked: a process the task left behind could still write to its
     // outputs. In batches, with one sync for all, so an output of many files is quick.
     let jobs: Vec<PutJob> = scanned
-        .entries()
-        .map(|(entry, file)| PutJob {
+        .index
+        .files()
+        .iter()
+        .map(|entry| PutJob {
             blob: entry.blob,
-            path: file.fs_path.clone(),
+            path: scanned.file_path(entry),
             size: entry.size,
             may_link: false,
         })

@@ -5,10 +5,10 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Address;
-use crate::bundle::{BundlePath, FileEntry, FileIndex, MAX_BUNDLE_FILES, hash_reader};
+use crate::bundle::{BundlePath, FileEntry, FileIndex, Hash, MAX_BUNDLE_FILES, hash_reader};
 use crate::manifest::{Manifest, ManifestError};
 use crate::store::BlobLinker;
 
@@ -46,11 +46,10 @@ fn bad(path: impl std::fmt::Display, why: impl Into<String>) -> Rejection {
     }
 }
 
-/// One regular file of a bundle on disk.
+/// One regular file of a bundle on disk (at its root joined with `path`).
 #[derive(Debug, Clone)]
 pub struct LocalFile {
     pub path: BundlePath,
-    pub fs_path: PathBuf,
     pub size: u64,
     pub mode: u32,
 }
@@ -58,7 +57,8 @@ pub struct LocalFile {
 /// A bundle read from disk.
 #[derive(Debug, Clone)]
 pub struct Scanned {
-    pub files: Vec<LocalFile>,
+    /// The folder it was read from.
+    pub root: PathBuf,
     pub index: FileIndex,
     pub manifest: Manifest,
     /// From the caller's override, else the manifest's `meta.address`.
@@ -66,9 +66,9 @@ pub struct Scanned {
 }
 
 impl Scanned {
-    /// Each index entry with the file on disk it came from (both are sorted by path).
-    pub fn entries(&self) -> impl Iterator<Item = (&FileEntry, &LocalFile)> {
-        self.index.files().iter().zip(&self.files)
+    /// Where the file of index entry `entry` lies on disk.
+    pub fn file_path(&self, entry: &FileEntry) -> PathBuf {
+        self.root.join(entry.path.as_str())
     }
 }
 
@@ -86,16 +86,28 @@ pub fn scan_into(
     threads: usize,
     linker: Option<&BlobLinker>,
 ) -> Result<Scanned, Rejection> {
-    let files = walk(root)?;
+    // The walk makes the index's entries themselves, and hashing fills their blobs in
+    // place: a million files are held once, not once per step.
+    let mut entries = Vec::new();
+    // Overwritten by the hashing below.
+    let unhashed = Hash::of(b"");
+    walk_into(root, &mut |path, _size, mode| {
+        entries.push(FileEntry {
+            path,
+            blob: unhashed,
+            size: 0,
+            mode,
+        })
+    })?;
     let manifest = read_manifest(root)?;
     let addr = match (addr, &manifest.meta.address) {
         (Some(a), _) | (None, Some(a)) => a.clone(),
         (None, None) => return Err(Rejection::NoAddress),
     };
-    let entries = hash_all(&files, threads, linker)?;
+    hash_all(root, &mut entries, threads, linker)?;
     let index = FileIndex::new(entries).map_err(|e| bad(root.display(), e.to_string()))?;
     Ok(Scanned {
-        files,
+        root: root.to_owned(),
         index,
         manifest,
         addr,
@@ -105,25 +117,38 @@ pub fn scan_into(
 /// Every regular file under `root`, sorted by bundle path. Refuses special files, paths that
 /// are not valid bundle paths, symlinks that lead out of the bundle or to directories.
 pub fn walk(root: &Path) -> Result<Vec<LocalFile>, Rejection> {
+    let mut out = Vec::new();
+    walk_into(root, &mut |path, size, mode| {
+        out.push(LocalFile { path, size, mode })
+    })?;
+    out.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Hands each regular file under `root` to `sink` (path, size, mode), in no set order, and
+/// refuses a folder of more files than a bundle holds.
+fn walk_into(root: &Path, sink: &mut dyn FnMut(BundlePath, u64, u32)) -> Result<(), Rejection> {
     let canonical_root = std::fs::canonicalize(root).map_err(|e| {
         bad(
             root.display(),
             format!("cannot open the bundle folder: {e}"),
         )
     })?;
-    let mut out = Vec::new();
-    walk_dir(root, &canonical_root, "", 0, &mut out)?;
-    if out.len() > MAX_BUNDLE_FILES {
+    let mut count = 0usize;
+    let mut counted = |path, size, mode| {
+        count += 1;
+        sink(path, size, mode);
+    };
+    walk_dir(root, &canonical_root, "", 0, &mut counted)?;
+    if count > MAX_BUNDLE_FILES {
         return Err(bad(
             ".",
             format!(
-                "holds {} files; a bundle holds at most {MAX_BUNDLE_FILES}: split it into several bundles",
-                out.len()
+                "holds {count} files; a bundle holds at most {MAX_BUNDLE_FILES}: split it into several bundles"
             ),
         ));
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    Ok(())
 }
 
 fn walk_dir(
@@ -131,7 +156,7 @@ fn walk_dir(
     root: &Path,
     prefix: &str,
     depth: usize,
-    out: &mut Vec<LocalFile>,
+    out: &mut dyn FnMut(BundlePath, u64, u32),
 ) -> Result<(), Rejection> {
     let shown = |name: &str| {
         if prefix.is_empty() {
@@ -212,12 +237,7 @@ fn walk_dir(
             ));
         };
         let path = BundlePath::parse(&rel).map_err(|e| bad(&rel, e.to_string()))?;
-        out.push(LocalFile {
-            path,
-            fs_path,
-            size: meta.size(),
-            mode: meta.mode() & 0o7777,
-        });
+        out(path, meta.size(), meta.mode() & 0o7777);
     }
     Ok(())
 }
@@ -244,69 +264,71 @@ pub fn read_manifest(root: &Path) -> Result<Manifest, Rejection> {
     Ok(Manifest::from_json(&bytes)?)
 }
 
-/// Hashes every file with `threads` threads pulling from a shared queue; returns the index
-/// entries in `files` order.
+/// Hashes the file of every entry (under `root`) with `threads` threads taking runs of
+/// entries from a shared queue, filling in each entry's blob and size in place. The first
+/// bad file in path order rejects the bundle.
 pub fn hash_all(
-    files: &[LocalFile],
+    root: &Path,
+    entries: &mut [FileEntry],
     threads: usize,
     linker: Option<&BlobLinker>,
-) -> Result<Vec<FileEntry>, Rejection> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<FileEntry, Rejection>>>> =
-        Mutex::new(vec![None; files.len()]);
-    let threads = threads.clamp(1, files.len().max(1));
+) -> Result<(), Rejection> {
+    /// Entries a thread takes at once: few enough to spread a small bundle over the threads.
+    const RUN: usize = 64;
+    let threads = threads.clamp(1, entries.len().div_ceil(RUN).max(1));
+    let runs = Mutex::new(entries.chunks_mut(RUN).enumerate());
+    let stop = AtomicBool::new(false);
+    // The failing entry with the lowest index, so the error does not depend on timing.
+    let failed: Mutex<Option<(usize, Rejection)>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(f) = files.get(i) else { break };
-                    let r = hash_one(f, linker);
-                    let failed = r.is_err();
-                    if let Ok(mut all) = results.lock() {
-                        all[i] = Some(r);
-                    }
-                    if failed {
-                        // Stop the others early: one bad file rejects the bundle.
-                        next.store(files.len(), Ordering::Relaxed);
-                        break;
+                while !stop.load(Ordering::Relaxed) {
+                    let next = runs.lock().ok().and_then(|mut r| r.next());
+                    let Some((n, run)) = next else { break };
+                    for (i, entry) in run.iter_mut().enumerate() {
+                        if let Err(e) = hash_one(root, entry, linker) {
+                            let at = n * RUN + i;
+                            if let Ok(mut f) = failed.lock()
+                                && f.as_ref().is_none_or(|(first, _)| at < *first)
+                            {
+                                *f = Some((at, e));
+                            }
+                            // Stop the others early: one bad file rejects the bundle.
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
                     }
                 }
             });
         }
     });
-    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    if let Some(Some(Err(e))) = results.iter().find(|r| matches!(r, Some(Err(_)))) {
-        return Err(e.clone());
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
     }
-    results
-        .into_iter()
-        .zip(files)
-        .map(|(r, f)| match r {
-            Some(r) => r,
-            None => Err(bad(&f.path, "was not hashed")),
-        })
-        .collect()
 }
 
-fn hash_one(f: &LocalFile, linker: Option<&BlobLinker>) -> Result<FileEntry, Rejection> {
-    let mut file = std::fs::File::open(&f.fs_path).map_err(|e| {
+fn hash_one(
+    root: &Path,
+    entry: &mut FileEntry,
+    linker: Option<&BlobLinker>,
+) -> Result<(), Rejection> {
+    let fs_path = root.join(entry.path.as_str());
+    let mut file = std::fs::File::open(&fs_path).map_err(|e| {
         bad(
-            &f.path,
+            &entry.path,
             format!("cannot be read ({e}); make it readable by the stager's user"),
         )
     })?;
     let (blob, size) =
-        hash_reader(&mut file).map_err(|e| bad(&f.path, format!("read failed: {e}")))?;
+        hash_reader(&mut file).map_err(|e| bad(&entry.path, format!("read failed: {e}")))?;
     if let Some(l) = linker {
-        l.link_own(&blob, &f.fs_path, &file);
+        l.link_own(&blob, &fs_path, &file);
     }
-    Ok(FileEntry {
-        path: f.path.clone(),
-        blob,
-        size,
-        mode: f.mode,
-    })
+    entry.blob = blob;
+    entry.size = size;
+    Ok(())
 }
 
 /// Threads to hash with: one per core.

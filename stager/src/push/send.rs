@@ -52,11 +52,13 @@ pub async fn push(
             source: Source::Memory(text),
         };
         let mut blobs: Vec<Blob> = scanned
-            .entries()
-            .map(|(e, f)| Blob {
+            .index
+            .files()
+            .iter()
+            .map(|e| Blob {
                 hash: e.blob,
                 size: e.size,
-                source: Source::File(f.fs_path.clone()),
+                source: Source::File(scanned.file_path(e)),
             })
             .collect();
         blobs.sort_unstable_by_key(|b| b.hash);
