@@ -175,6 +175,9 @@ impl Frame {
                     .cloned()
                     .unwrap_or_else(|| Column::missing(kinds[i], f.rows));
                 out[i] = Some(match out[i].take() {
+                    // Rows above that lacked the column are filled; none above, nothing to
+                    // fill, so an integer column stays one.
+                    None if rows == 0 => part,
                     None => Column::missing(kinds[i], rows).concat(part),
                     Some(c) => c.concat(part),
                 });

@@ -1,9 +1,15 @@
-//! Pipelines: named ops with typed params, checked before anything runs.
+//! Pipelines: named ops with typed params, checked before anything runs, then run over a
+//! task's inputs.
 
 mod registry;
+mod run;
 mod spec;
 mod steps;
 
 pub use registry::{REDUCTIONS, lookup, ops};
+pub use run::{
+    Inputs, LABEL, Origin, Output, PARAM_PREFIX, PROVENANCE, RunError, Source, StepFailure, Table,
+    run,
+};
 pub use spec::{OpSpec, ParamSpec, ParamType};
 pub use steps::{Step, StepError, check};

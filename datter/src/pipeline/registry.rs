@@ -28,6 +28,33 @@ static OPS: &[OpSpec] = &[
         params: &[opt("by", T::Texts)],
     },
     OpSpec {
+        name: "select",
+        aliases: &[],
+        params: &[ParamSpec {
+            name: "where",
+            ty: T::Text,
+            required: true,
+        }],
+    },
+    OpSpec {
+        name: "order",
+        aliases: &[],
+        params: &[opt("by", T::Texts), opt("descending", T::Bool)],
+    },
+    OpSpec {
+        name: "scale",
+        aliases: &[],
+        params: &[
+            opt("method", T::Choice(crate::transform::Scaling::NAMES)),
+            opt("columns", T::Texts),
+        ],
+    },
+    OpSpec {
+        name: "page",
+        aliases: &[],
+        params: &[opt("size", T::Count), opt("page", T::Count)],
+    },
+    OpSpec {
         name: "mean",
         aliases: &[],
         params: STAT,

@@ -1,0 +1,565 @@
+//! Running checked steps over a task's inputs, one op after another on one frame.
+//!
+//! The frame starts empty; `access` fills it from an input's files, every row keeping where it
+//! came from in the provenance columns (`bundle`, `address`, `version`, `file`, and
+//! `param.<name>` for each param of the node the file belongs to). Later ops read and replace
+//! it, and some also put a named table aside for the task's output (`matrix`, the statistics).
+//! Every op has defaults that fit what the step before produced, so a pipeline of bare op
+//! names runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::steps::Step;
+use crate::expr::Expr;
+use crate::group::group_reduce;
+use crate::stats::Reduce;
+use crate::transform::{self, Scaling};
+use crate::{Column, DataError, Frame, ReadError};
+
+/// The provenance columns `access` adds, and the prefix of the node's params.
+pub const PROVENANCE: [&str; 4] = ["bundle", "address", "version", "file"];
+/// The prefix of the param columns `access` adds (`param.lr`).
+pub const PARAM_PREFIX: &str = "param.";
+/// The column `label` writes.
+pub const LABEL: &str = "label";
+
+/// Where one input file came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    /// The bundle's content id.
+    pub bundle: String,
+    /// The node it is a version of.
+    pub address: String,
+    /// Its version at that node.
+    pub version: u64,
+    /// The file's path inside the bundle.
+    pub file: String,
+    /// The node's params (a sweep child's `lr=0.1`), by name.
+    pub params: BTreeMap<String, String>,
+}
+
+/// One file an input matched: where it lies on disk and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The file on disk.
+    pub path: PathBuf,
+    /// Its provenance.
+    pub origin: Origin,
+}
+
+/// The files each of a task's inputs matched, by input name.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs(BTreeMap<String, Vec<Source>>);
+
+impl Inputs {
+    /// No inputs.
+    pub fn new() -> Inputs {
+        Inputs::default()
+    }
+
+    /// Sets the files of input `name`.
+    pub fn insert(&mut self, name: impl Into<String>, files: Vec<Source>) {
+        self.0.insert(name.into(), files);
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// A table a step put aside for the output: `matrix`, or a statistic's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Its name, unique in the output (`matrix`, `mean`, `mean-2`).
+    pub name: String,
+    /// Its rows.
+    pub frame: Frame,
+}
+
+/// What a pipeline made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// The frame as the last step left it.
+    pub data: Frame,
+    /// The tables put aside, in the order they were made.
+    pub tables: Vec<Table>,
+}
+
+/// Why a step failed, naming the step and its op.
+#[derive(Debug, thiserror::Error)]
+#[error("step {index} ({op}): {cause}")]
+pub struct RunError {
+    /// The step, from 0.
+    pub index: usize,
+    /// Its op.
+    pub op: &'static str,
+    /// What went wrong.
+    #[source]
+    pub cause: StepFailure,
+}
+
+/// What went wrong in a step.
+#[derive(Debug, thiserror::Error)]
+pub enum StepFailure {
+    /// An input file could not be read (the error names the file).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The data does not fit the op.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// An input file's data does not fit the op.
+    #[error("{file}: {cause}")]
+    File {
+        /// The file on disk.
+        file: PathBuf,
+        /// Why.
+        cause: DataError,
+    },
+}
+
+/// Runs `steps` over `inputs`. Blocking and CPU-bound: call it from a thread of its own.
+pub fn run(steps: &[Step], inputs: &Inputs) -> Result<Output, RunError> {
+    let mut state = State::default();
+    for step in steps {
+        state.step(step, inputs).map_err(|cause| RunError {
+            index: step.index,
+            op: step.op.name,
+            cause,
+        })?;
+    }
+    Ok(Output {
+        data: state.data,
+        tables: state.tables,
+    })
+}
+
+#[derive(Default)]
+struct State {
+    data: Frame,
+    /// Whether `label` has run: the statistics then group by the label.
+    labelled: bool,
+    tables: Vec<Table>,
+}
+
+impl State {
+    fn step(&mut self, step: &Step, inputs: &Inputs) -> Result<(), StepFailure> {
+        let p = &step.params;
+        match step.op.name {
+            "access" => self.access(p, inputs)?,
+            "label" => self.label(p)?,
+            "select" => {
+                let expr = Expr::parse(text(p, "where").unwrap_or_default())?;
+                let keep = expr.rows(&self.data)?;
+                self.data = self.data.filter(&keep);
+            }
+            "order" => {
+                let by = match texts(p, "by") {
+                    by if !by.is_empty() => by,
+                    _ => self.default_order()?,
+                };
+                let descending = p.get("descending").and_then(Value::as_bool) == Some(true);
+                self.data = transform::order(&self.data, &by, descending)?;
+            }
+            "scale" => {
+                let how = text(p, "method")
+                    .and_then(Scaling::parse)
+                    .unwrap_or(Scaling::Standardise);
+                let columns = match texts(p, "columns") {
+                    c if !c.is_empty() => c,
+                    _ => self.measured()?,
+                };
+                self.data = transform::scale(&self.data, &columns, how)?;
+            }
+            "page" => {
+                let size = count(p, "size").unwrap_or(100);
+                let page = count(p, "page").unwrap_or(1);
+                self.data = transform::page(&self.data, size, page);
+            }
+            "matrix" => {
+                let metrics = match texts(p, "metrics") {
+                    m if !m.is_empty() => m,
+                    _ => self.measured()?,
+                };
+                let reduces = match texts(p, "reduce") {
+                    r if !r.is_empty() => r.iter().filter_map(|r| Reduce::parse(r)).collect(),
+                    _ => vec![Reduce::Last],
+                };
+                let by = match texts(p, "by") {
+                    by if !by.is_empty() => by,
+                    _ => self.matrix_rows(),
+                };
+                let m = group_reduce(&self.data, &by, &metrics, &reduces)?;
+                self.put_aside("matrix", m);
+            }
+            stat => {
+                // The statistics: mean, median, … (the registry holds no other op).
+                let Some(reduce) = Reduce::parse(stat) else {
+                    return Err(DataError::Invalid(format!("{stat} cannot run here yet")).into());
+                };
+                let by = match texts(p, "by") {
+                    by if !by.is_empty() => by,
+                    _ if self.labelled => vec![LABEL.to_owned()],
+                    _ => Vec::new(),
+                };
+                let columns = match texts(p, "columns") {
+                    c if !c.is_empty() => c,
+                    _ => self.measured()?,
+                };
+                let out = group_reduce(&self.data, &by, &columns, &[reduce])?;
+                self.put_aside(stat, out.clone());
+                self.data = out;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every file of the input into one frame, with the provenance columns.
+    fn access(&mut self, p: &Map<String, Value>, inputs: &Inputs) -> Result<(), StepFailure> {
+        let name = match text(p, "from") {
+            Some(n) => n.to_owned(),
+            None => match inputs.names().as_slice() {
+                [only] => (*only).to_owned(),
+                names => {
+                    return Err(DataError::Invalid(format!(
+                        "the task has {} inputs ({}): say which with \"from\"",
+                        names.len(),
+                        names.join(", ")
+                    ))
+                    .into());
+                }
+            },
+        };
+        let files = inputs.0.get(&name).ok_or_else(|| {
+            DataError::Invalid(format!(
+                "the task has no input {name:?}; it has {}",
+                inputs.names().join(", ")
+            ))
+        })?;
+        if files.is_empty() {
+            return Err(DataError::Empty(format!(
+                "the input {name:?} matched no files: check its pattern, and that the bundles it names exist"
+            ))
+            .into());
+        }
+        let columns = texts(p, "columns");
+        let mut frames = Vec::with_capacity(files.len());
+        for source in files {
+            let read = crate::read::read(&source.path)?;
+            let file_err = |cause| StepFailure::File {
+                file: source.path.clone(),
+                cause,
+            };
+            let mut frame = if columns.is_empty() {
+                read
+            } else {
+                let picked = columns
+                    .iter()
+                    .map(|c| read.column(c).map(|col| (c.clone(), col.clone())))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(file_err)?;
+                Frame::from_columns(picked).map_err(file_err)?
+            };
+            with_origin(&mut frame, &source.origin).map_err(file_err)?;
+            frames.push(frame);
+        }
+        self.data = Frame::stack(frames);
+        self.labelled = false;
+        Ok(())
+    }
+
+    /// Writes the `label` column: the `by` columns' values, joined; by default the provenance
+    /// that tells the rows apart (the params when they differ, else the address, the version,
+    /// the file, the bundle).
+    fn label(&mut self, p: &Map<String, Value>) -> Result<(), StepFailure> {
+        let by = match texts(p, "by") {
+            by if !by.is_empty() => by,
+            _ => self.telling_apart(),
+        };
+        let cols: Vec<(&String, &Column)> = by
+            .iter()
+            .map(|b| self.data.column(b).map(|c| (b, c)))
+            .collect::<Result<_, _>>()?;
+        let labels = (0..self.data.rows())
+            .map(|r| {
+                cols.iter()
+                    .map(|(name, c)| match name.strip_prefix(PARAM_PREFIX) {
+                        Some(param) => format!("{param}={}", c.text_at(r)),
+                        None => c.text_at(r),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect();
+        self.data.set(LABEL, Column::Text(labels))?;
+        self.labelled = true;
+        Ok(())
+    }
+
+    fn telling_apart(&self) -> Vec<String> {
+        let varies = |name: &str| {
+            self.data
+                .get(name)
+                .is_some_and(|c| (1..c.len()).any(|r| c.text_at(r) != c.text_at(0)))
+        };
+        let params: Vec<String> = self
+            .data
+            .names()
+            .iter()
+            .filter(|n| n.starts_with(PARAM_PREFIX) && varies(n))
+            .cloned()
+            .collect();
+        if !params.is_empty() {
+            return params;
+        }
+        ["address", "version", "file"]
+            .into_iter()
+            .find(|n| varies(n))
+            .or_else(|| self.data.get("bundle").map(|_| "bundle"))
+            .map(|n| vec![n.to_owned()])
+            .unwrap_or_default()
+    }
+
+    /// The numeric columns that are measurements, not provenance.
+    fn measured(&self) -> Result<Vec<String>, DataError> {
+        let m: Vec<String> = self
+            .data
+            .numeric_names()
+            .into_iter()
+            .filter(|n| !is_provenance(n))
+            .collect();
+        if m.is_empty() {
+            return Err(DataError::Invalid(format!(
+                "there is no number column to work on (the data has {}); name the columns",
+                self.data.names().join(", ")
+            )));
+        }
+        Ok(m)
+    }
+
+    /// `matrix`'s rows by default: one per label, else per address, with the params beside.
+    fn matrix_rows(&self) -> Vec<String> {
+        let mut by = Vec::new();
+        if self.labelled {
+            by.push(LABEL.to_owned());
+        } else if self.data.get("address").is_some() {
+            by.push("address".to_owned());
+        }
+        by.extend(
+            self.data
+                .names()
+                .iter()
+                .filter(|n| n.starts_with(PARAM_PREFIX))
+                .cloned(),
+        );
+        by
+    }
+
+    fn default_order(&self) -> Result<Vec<String>, DataError> {
+        if self.labelled {
+            return Ok(vec![LABEL.to_owned()]);
+        }
+        self.measured().map(|m| m.into_iter().take(1).collect())
+    }
+
+    fn put_aside(&mut self, name: &str, frame: Frame) {
+        let taken = |n: &str| self.tables.iter().any(|t| t.name == n);
+        let mut unique = name.to_owned();
+        let mut n = 1;
+        while taken(&unique) {
+            n += 1;
+            unique = format!("{name}-{n}");
+        }
+        self.tables.push(Table {
+            name: unique,
+            frame,
+        });
+    }
+}
+
+fn is_provenance(name: &str) -> bool {
+    PROVENANCE.contains(&name) || name.starts_with(PARAM_PREFIX) || name == LABEL
+}
+
+/// Adds the provenance columns to one file's frame. A column of the file's own with one of
+/// their names is kept as `data.<name>`.
+fn with_origin(frame: &mut Frame, o: &Origin) -> Result<(), DataError> {
+    let rows = frame.rows();
+    let text = |v: &str| Column::Text(vec![v.to_owned(); rows]);
+    let mut add = |name: String, col: Column| -> Result<(), DataError> {
+        if let Some(own) = frame.remove(&name) {
+            frame.push(format!("data.{name}"), own)?;
+        }
+        frame.push(name, col)
+    };
+    add("bundle".into(), text(&o.bundle))?;
+    add("address".into(), text(&o.address))?;
+    add(
+        "version".into(),
+        Column::I64(vec![i64::try_from(o.version).unwrap_or(i64::MAX); rows]),
+    )?;
+    add("file".into(), text(&o.file))?;
+    for (k, v) in &o.params {
+        add(format!("{PARAM_PREFIX}{k}"), text(v))?;
+    }
+    Ok(())
+}
+
+fn text<'a>(p: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    p.get(name).and_then(Value::as_str)
+}
+
+/// A `Texts` or `Choices` param: one text, or a list of them.
+fn texts(p: &Map<String, Value>, name: &str) -> Vec<String> {
+    match p.get(name) {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn count(p: &Map<String, Value>, name: &str) -> Option<usize> {
+    p.get(name)
+        .and_then(Value::as_u64)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::check;
+    use serde_json::json;
+
+    /// Three bundles of `metrics.csv` from two sweep children.
+    fn inputs(dir: &std::path::Path) -> Inputs {
+        let mut files = Vec::new();
+        for (i, (lr, rewards)) in [
+            ("0.1", [0.1, 0.4, 0.3]),
+            ("0.2", [0.2, 0.5, 0.9]),
+            ("0.2", [0.3, 0.6, 0.8]),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = dir.join(format!("m{i}.csv"));
+            let mut text = "step,reward,note\n".to_owned();
+            for (s, r) in rewards.iter().enumerate() {
+                text.push_str(&format!("{s},{r},x\n"));
+            }
+            std::fs::write(&path, text).unwrap();
+            files.push(Source {
+                path,
+                origin: Origin {
+                    bundle: format!("b3:{i}"),
+                    address: format!("/e/sweep-1/lr={lr}"),
+                    version: if i == 2 { 2 } else { 1 },
+                    file: "metrics.csv".into(),
+                    params: [("lr".to_owned(), (*lr).to_owned())].into(),
+                },
+            });
+        }
+        let mut inputs = Inputs::new();
+        inputs.insert("metrics", files);
+        inputs
+    }
+
+    fn go(steps: Value, inputs: &Inputs) -> Result<Output, RunError> {
+        let names = inputs.names();
+        let steps = check(steps.as_array().unwrap(), &names).unwrap();
+        run(&steps, inputs)
+    }
+
+    #[test]
+    fn access_keeps_provenance_and_matrix_reduces_per_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = inputs(dir.path());
+        let out = go(
+            json!([["access", {"from": "metrics", "columns": ["step", "reward"]}], "label",
+                   ["matrix", {"metrics": ["reward"], "reduce": ["last", "max"]}]]),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(out.data.rows(), 9);
+        assert_eq!(
+            out.data.names(),
+            [
+                "step", "reward", "bundle", "address", "version", "file", "param.lr", "label"
+            ]
+        );
+        let m = &out.tables[0];
+        assert_eq!(m.name, "matrix");
+        assert_eq!(
+            m.frame.names(),
+            ["label", "param.lr", "reward_last", "reward_max"]
+        );
+        assert_eq!(
+            m.frame.get("label"),
+            Some(&Column::Text(vec!["lr=0.1".into(), "lr=0.2".into()]))
+        );
+        // The last row of lr=0.2 is the later bundle's.
+        assert_eq!(m.frame.numbers("reward_last").unwrap(), [0.3, 0.8]);
+        assert_eq!(m.frame.numbers("reward_max").unwrap(), [0.4, 0.9]);
+    }
+
+    #[test]
+    fn bare_op_names_run_on_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = inputs(dir.path());
+        let out = go(json!(["access", "label", "mean"]), &inputs).unwrap();
+        // Mean per label of the measured columns (not the version).
+        assert_eq!(out.data.names(), ["label", "step_mean", "reward_mean"]);
+        let means = out.data.numbers("reward_mean").unwrap();
+        assert!((means[0] - 0.8 / 3.0).abs() < 1e-12 && (means[1] - 3.3 / 6.0).abs() < 1e-12);
+        assert_eq!(out.tables[0].name, "mean");
+        let out = go(
+            json!(["access", ["select", {"where": "reward > 0.35 and param.lr == 0.2"}],
+                   ["order", {"by": "reward", "descending": true}], ["page", {"size": 2}], "scale"]),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(out.data.rows(), 2);
+        // Standardised: the larger of two becomes 1, the other -1.
+        let r = out.data.numbers("reward").unwrap();
+        assert!(
+            (r[0] - 1.0).abs() < 1e-12 && (r[1] + 1.0).abs() < 1e-12,
+            "{r:?}"
+        );
+        assert_eq!(out.data.get("version"), Some(&Column::I64(vec![1, 2])));
+    }
+
+    #[test]
+    fn failures_name_the_step_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = inputs(dir.path());
+        let e = go(json!([["access", {"columns": ["loss"]}]]), &inputs).unwrap_err();
+        let file = dir.path().join("m0.csv");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "step 0 (access): {}: no column \"loss\": the data has \"step\", \"reward\", \"note\"",
+                file.display()
+            )
+        );
+        let e = go(json!(["access", ["mean", {"columns": "note"}]]), &inputs).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "step 1 (mean): column \"note\" holds text values; a number column is needed"
+        );
+        std::fs::write(&file, "step,reward\n1\n").unwrap();
+        let e = go(json!(["access"]), &inputs).unwrap_err().to_string();
+        assert!(
+            e.starts_with("step 0 (access): ") && e.contains("m0.csv, line 2"),
+            "{e}"
+        );
+        let mut empty = Inputs::new();
+        empty.insert("metrics", Vec::new());
+        let e = go(json!(["access"]), &empty).unwrap_err().to_string();
+        assert!(e.contains("the input \"metrics\" matched no files"), "{e}");
+    }
+}
