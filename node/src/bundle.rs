@@ -290,7 +290,7 @@ impl FileIndex {
     /// whose key is the bundle id. See [`IndexParser`] to read it in pieces.
     pub fn from_canonical(text: &[u8]) -> Result<Self, BundleError> {
         let mut parser = IndexParser::default();
-        parser.feed(text)?;
+        parser.feed(text);
         parser.finish()
     }
 }
@@ -306,11 +306,22 @@ pub struct IndexParser {
     partial: Vec<u8>,
     /// Lines parsed so far, for errors.
     lines: usize,
+    /// The first bad line: later pieces are not parsed, and [`IndexParser::finish`] gives it.
+    failed: Option<BundleError>,
 }
 
 impl IndexParser {
-    /// Parses every whole line of `piece` (with what an earlier piece left unfinished).
-    pub fn feed(&mut self, mut piece: &[u8]) -> Result<(), BundleError> {
+    /// Parses every whole line of `piece` (with what an earlier piece left unfinished). After
+    /// a bad line it does nothing: [`IndexParser::finish`] reports that line.
+    pub fn feed(&mut self, piece: &[u8]) {
+        if self.failed.is_none()
+            && let Err(e) = self.feed_lines(piece)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn feed_lines(&mut self, mut piece: &[u8]) -> Result<(), BundleError> {
         if !self.partial.is_empty() {
             let Some(nl) = piece.iter().position(|&b| b == b'\n') else {
                 self.partial.extend_from_slice(piece);
@@ -330,8 +341,12 @@ impl IndexParser {
         Ok(())
     }
 
-    /// The index, once every piece was fed (a last line without its newline counts).
+    /// The index, once every piece was fed (a last line without its newline counts), or the
+    /// first bad line.
     pub fn finish(mut self) -> Result<FileIndex, BundleError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.line(&line)?;
@@ -386,28 +401,37 @@ impl<'de> Deserialize<'de> for FileIndex {
 
 /// Streams a reader through blake3; returns the hash and the byte count. Blocking: call it
 /// from `spawn_blocking` or a thread of its own.
-pub fn hash_reader(mut r: impl Read) -> std::io::Result<(Hash, u64)> {
+pub fn hash_reader(r: impl Read) -> std::io::Result<(Hash, u64)> {
     thread_local! {
         // One buffer per thread, not one per file: a bundle of a million small files would
         // otherwise allocate and zero a quarter of a MiB a million times.
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
     }
     BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
         let mut hasher = blake3::Hasher::new();
         let mut total = 0u64;
-        loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buf[..n]);
-            total += n as u64;
-        }
+        read_pieces(r, &mut buf.borrow_mut(), |piece| {
+            hasher.update(piece);
+            total += piece.len() as u64;
+        })?;
         Ok((hasher.finalize().into(), total))
     })
+}
+
+/// Hands everything `r` gives to `each`, a bufferful at a time. Blocking.
+pub fn read_pieces(
+    mut r: impl Read,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    loop {
+        match r.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -522,7 +546,7 @@ mod tests {
         for piece in [1, 2, 7, 99, 100, 101, text.len()] {
             let mut parser = IndexParser::default();
             for chunk in text.chunks(piece) {
-                parser.feed(chunk).unwrap();
+                parser.feed(chunk);
             }
             assert_eq!(parser.finish().unwrap(), a, "pieces of {piece} bytes");
         }
@@ -530,14 +554,11 @@ mod tests {
         let mut parser = IndexParser::default();
         let mut bad = text.clone();
         bad.extend_from_slice(b"644 1 nothex x\n");
-        let mut failed = None;
+        bad.extend_from_slice(b"644 1 0000 y\n");
         for chunk in bad.chunks(13) {
-            if let Err(e) = parser.feed(chunk) {
-                failed = Some(e.to_string());
-                break;
-            }
+            parser.feed(chunk);
         }
-        let failed = failed.unwrap();
+        let failed = parser.finish().unwrap_err().to_string();
         assert!(failed.contains("line 41"), "{failed}");
     }
 

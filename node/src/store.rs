@@ -331,14 +331,7 @@ impl BlobStore {
                 };
                 let mut reading = IndexReading::default();
                 let mut piece = vec![0u8; INDEX_PIECE];
-                loop {
-                    match file.read(&mut piece) {
-                        Ok(0) => break,
-                        Ok(n) => reading.feed(&piece[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                crate::bundle::read_pieces(&mut file, &mut piece, |p| reading.feed(p))?;
                 Ok(Some(reading))
             })
             .await
@@ -753,23 +746,18 @@ impl BlobStore {
 /// Bytes read of a file index at a time.
 const INDEX_PIECE: usize = 4 << 20;
 
-/// A stored file index being read: hashed and parsed a piece at a time. A parse error is kept
-/// and the hashing goes on, so a corrupt blob is told from a well-stored bad index.
+/// A stored file index being read: hashed and parsed a piece at a time. The hashing goes on
+/// past a bad line, so a corrupt blob is told from a well-stored bad index.
 #[derive(Default)]
 struct IndexReading {
     hasher: blake3::Hasher,
     parser: crate::bundle::IndexParser,
-    failed: Option<crate::bundle::BundleError>,
 }
 
 impl IndexReading {
     fn feed(&mut self, piece: &[u8]) {
         self.hasher.update(piece);
-        if self.failed.is_none()
-            && let Err(e) = self.parser.feed(piece)
-        {
-            self.failed = Some(e);
-        }
+        self.parser.feed(piece);
     }
 
     fn finish(
@@ -778,11 +766,7 @@ impl IndexReading {
         Hash,
         Result<crate::bundle::FileIndex, crate::bundle::BundleError>,
     ) {
-        let got = self.hasher.finalize().into();
-        match self.failed {
-            Some(e) => (got, Err(e)),
-            None => (got, self.parser.finish()),
-        }
+        (self.hasher.finalize().into(), self.parser.finish())
     }
 }
 

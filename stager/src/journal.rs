@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use plotter2_node::Address;
-use plotter2_node::bundle::{FileIndex, Hash, IndexParser};
+use plotter2_node::bundle::{FileIndex, Hash, IndexParser, read_pieces};
 use plotter2_node::home::{write_atomic, write_atomic_with};
 use plotter2_node::manifest::Manifest;
 use plotter2_node::protocol::{BundleRef, RequestId};
@@ -186,23 +186,14 @@ impl Spool {
     pub fn load_index(&self, id: &str) -> Result<FileIndex, StagerError> {
         let path = self.index_path(id);
         // Read in pieces: the index of a million files is never held as text as well.
-        let mut file = std::fs::File::open(&path).map_err(StagerError::io(&path))?;
+        let file = std::fs::File::open(&path).map_err(StagerError::io(&path))?;
         let mut parser = IndexParser::default();
-        let mut piece = vec![0u8; 1 << 20];
-        let journal_err = |e: plotter2_node::bundle::BundleError| StagerError::Journal {
-            path: path.clone(),
+        read_pieces(file, &mut vec![0u8; 1 << 20], |p| parser.feed(p))
+            .map_err(StagerError::io(&path))?;
+        parser.finish().map_err(|e| StagerError::Journal {
+            path,
             message: e.to_string(),
-        };
-        loop {
-            let n = match std::io::Read::read(&mut file, &mut piece) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StagerError::io(&path)(e)),
-            };
-            parser.feed(&piece[..n]).map_err(journal_err)?;
-        }
-        parser.finish().map_err(journal_err)
+        })
     }
 
     /// Every entry in the spool, oldest first. Finishes removals a crash interrupted; a folder

@@ -277,20 +277,21 @@ impl Pipeline {
         .await
     }
 
-    async fn load_index(&self, entry: &Entry) -> Result<FileIndex, StagerError> {
-        let (spool, id) = (self.spool.clone(), entry.id.clone());
-        blocking(move || spool.load_index(&id)).await
-    }
-
     /// Uploads every distinct blob (skipping those the store has), then makes them durable.
     async fn upload(&self, entry: &Entry) -> Result<(), StagerError> {
-        let index = self.load_index(entry).await?;
         let root = self.spool.files_dir(&entry.id);
-        let firsts = first_of_each_blob(&index);
+        // Sorting a million positions is CPU work: off the runtime, with the read.
+        let (spool, id) = (self.spool.clone(), entry.id.clone());
+        let (index, firsts, batches) = blocking(move || {
+            let index = spool.load_index(&id)?;
+            let firsts = first_of_each_blob(&index);
+            let batches = batch_bounds(&index, &firsts);
+            Ok((index, firsts, batches))
+        })
+        .await?;
         // Batches of files, so a bundle of many small files does not cost a blocking task
         // each; the store verifies each file against its hash as it takes it. Each batch's
         // jobs are made as it goes up, so only the batches in flight are held.
-        let batches = batch_bounds(&index, &firsts);
         futures::stream::iter(batches)
             .map(|(from, to)| {
                 self.store

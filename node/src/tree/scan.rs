@@ -104,6 +104,9 @@ pub fn scan_into(
         (Some(a), _) | (None, Some(a)) => a.clone(),
         (None, None) => return Err(Rejection::NoAddress),
     };
+    // In path order before hashing, so the first bad file reported is the first by path
+    // (and the index below need not sort again).
+    entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     hash_all(root, &mut entries, threads, linker)?;
     let index = FileIndex::new(entries).map_err(|e| bad(root.display(), e.to_string()))?;
     Ok(Scanned {
@@ -278,7 +281,7 @@ pub fn hash_all(
     let threads = threads.clamp(1, entries.len().div_ceil(RUN).max(1));
     let runs = Mutex::new(entries.chunks_mut(RUN).enumerate());
     let stop = AtomicBool::new(false);
-    // The failing entry with the lowest index, so the error does not depend on timing.
+    // Of the failures found before the others stopped, the one first in `entries`.
     let failed: Mutex<Option<(usize, Rejection)>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads {

@@ -47,7 +47,8 @@ pub async fn push(
         let scanned = tree::scan(&root, override_addr.as_ref(), tree::default_threads())?;
         let text = Bytes::from(scanned.index.canonical());
         let index = Blob {
-            hash: scanned.index.id(),
+            // The id is the hash of this text: hash it rather than format it again.
+            hash: Hash::of(&text),
             size: text.len() as u64,
             source: Source::Memory(text),
         };
