@@ -1,0 +1,4 @@
+//! The learn part of the datter bench.
+
+/// Runs this part and prints its figures.
+pub fn run() {}
