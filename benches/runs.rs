@@ -76,7 +76,7 @@ fn main() {
         let _w2 = Worker::start(&c, &c.dir.path().join("w2"), &store, "/", "w2");
         let code = c.dir.path().join("code");
         let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
-            "empty": {"kind": "pipeline", "run": {"steps": []}, "params": {"i": 0}},
+            "empty": {"kind": "pipeline", "steps": [], "params": {"i": 0}},
             "true": {"kind": "command", "run": ["true"], "params": {"i": 0}}}}}});
         write_bundle(&code, Some(&manifest.to_string()), &[("README", b"no-op")]);
         stager.cli_ok(&["push", code.to_str().unwrap(), "/bench"]);

@@ -56,6 +56,14 @@ pub enum Command {
     /// when the worker dies
     #[command(name = plotter2_worker::guard::SUBCOMMAND, hide = true)]
     WorkerGuard,
+    /// One attempt of a pipeline task (started by a worker): runs the plan's steps over its
+    /// input files and writes the results into OUT
+    #[command(name = "pipeline-run", hide = true)]
+    PipelineRun {
+        plan: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Send a bundle folder to a stager and wait until it is committed
     Push {
         dir: PathBuf,

@@ -135,7 +135,8 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         | Command::Coordinator(_)
         | Command::Stager(_)
         | Command::Worker(_)
-        | Command::WorkerGuard => {
+        | Command::WorkerGuard
+        | Command::PipelineRun { .. } => {
             bail!("not a client command")
         }
     };
@@ -286,7 +287,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                 println!("{id} {}", format!("{state:?}").to_lowercase());
             }
         }
-        Reply::Run(r) => print!("{}", output::runs_table(std::slice::from_ref(&r))),
+        Reply::Run(r) => print!("{}", output::runs_table(std::slice::from_ref(&*r))),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
     }
     Ok(())

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod connect;
 mod output;
+mod pipeline_run;
 mod progress;
 mod roles;
 mod runcmds;
@@ -37,6 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stager(args) => role("plotter2-stager", || roles::run_stager(&cli.global, &args)),
         Command::Worker(args) => role("plotter2-worker", || roles::run_worker(&cli.global, &args)),
         Command::WorkerGuard => Ok(plotter2_worker::guard::serve()?),
+        Command::PipelineRun { plan, out } => pipeline_run::run(&plan, &out),
         Command::Up(args) => {
             // Children are forked from this one thread, so PR_SET_PDEATHSIG ties them to `up`.
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -191,6 +191,7 @@ pub async fn run_worker(global: &Global, args: &WorkerArgs) -> Result<()> {
     let store = crate::connect::open_store(global, &home).await?;
     let nats_url = crate::connect::nats_url(global.nats.clone(), &home)?;
     let client = crate::connect::connect(global).await?;
+    let exe = std::env::current_exe().context("finding this program, which runs pipelines")?;
     let config = plotter2_worker::WorkerConfig {
         name,
         serve: args.serve.clone(),
@@ -200,8 +201,9 @@ pub async fn run_worker(global: &Global, args: &WorkerArgs) -> Result<()> {
             home.service(),
             store,
             nats_url,
-            plotter2_worker::guard::Guard::start(&std::env::current_exe()?)
+            plotter2_worker::guard::Guard::start(&exe)
                 .context("starting the worker's guard process")?,
+            exe.clone(),
         ),
     };
     plotter2_worker::run(config, terminated()).await?;

@@ -16,7 +16,7 @@ use crate::progress::RunCounts;
 
 async fn read_run(client: &Client, id: RunId) -> Result<RunRecord> {
     match client.call(Op::Read(ReadOp::Run { id })).await? {
-        Reply::Run(r) => Ok(r),
+        Reply::Run(r) => Ok(*r),
         other => bail!("unexpected answer: {other:?}"),
     }
 }

@@ -256,7 +256,7 @@ impl Api {
             ReadOp::Bundle { addr, version } => Reply::Bundle(r.bundle(&addr, version)?),
             ReadOp::Runs { addr, after, limit } => Reply::Runs(r.runs(&addr, after, limit)?),
             ReadOp::RunStates { ids } => Reply::RunStates(r.run_states(&ids)),
-            ReadOp::Run { id } => Reply::Run(r.run(&id)?),
+            ReadOp::Run { id } => Reply::Run(Box::new(r.run(&id)?)),
         })
     }
 

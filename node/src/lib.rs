@@ -31,9 +31,12 @@ macro_rules! serde_as_text {
 pub mod address;
 pub mod bundle;
 pub mod client;
+pub mod glob;
 pub mod home;
+pub mod inputs;
 pub mod manifest;
 pub mod nodeconf;
+pub mod pipeline;
 pub mod ports;
 pub mod progress;
 pub mod protocol;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Address;
+use crate::inputs::InputPattern;
 
 /// The manifest version this build reads and writes.
 pub const MANIFEST_VERSION: u64 = 1;
@@ -100,8 +101,15 @@ pub enum TaskKind {
 #[serde(deny_unknown_fields)]
 pub struct TaskDef {
     pub kind: TaskKind,
-    /// argv for `command`; the pipeline or script spec for the others.
+    /// argv for `command`.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub run: Value,
+    /// Named inputs (see [`crate::inputs`]): what a `pipeline` reads.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, InputPattern>,
+    /// A `pipeline`'s steps: `["op", {params}]` or `"op"` each (datter checks them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<Value>>,
     #[serde(default)]
     pub params: Map<String, Value>,
     #[serde(default)]
@@ -262,6 +270,33 @@ impl Manifest {
                     "task names may only use letters, digits, _ and -",
                 ));
             }
+            for input in task.inputs.keys() {
+                if !is_task_name(input) {
+                    return Err(field_err(
+                        f(&format!("inputs.{input:?}")),
+                        "input names may only use letters, digits, _ and -",
+                    ));
+                }
+            }
+            if task.kind == TaskKind::Pipeline {
+                let steps = task.steps.as_deref().ok_or_else(|| {
+                    field_err(
+                        f("steps"),
+                        "a pipeline task needs its steps, e.g. [[\"access\", {\"from\": \"metrics\"}], \"label\"]",
+                    )
+                })?;
+                let names: Vec<&str> = task.inputs.keys().map(String::as_str).collect();
+                datter::pipeline::check(steps, &names).map_err(|e| {
+                    let param = e
+                        .param
+                        .map(|p| format!(", param {p:?}"))
+                        .unwrap_or_default();
+                    field_err(
+                        format!("{}[{}]", f("steps"), e.index),
+                        format!("op {:?}{param}: {}", e.op, e.what),
+                    )
+                })?;
+            }
             if task.kind == TaskKind::Command {
                 let argv = task.run.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
                     field_err(f("run"), "a command task needs a non-empty list, e.g. [\"python3\", \"train.py\"]")
@@ -375,7 +410,7 @@ mod tests {
                          "tasks":  {"train": {"kind": "command",
                                               "run": ["python3", "train.py", "--lr", "{lr}", "--out", "{out}"],
                                               "timeout": "2h", "retries": 1},
-                                    "report": {"kind": "pipeline", "run": {"steps": []}, "needs": ["train"]}},
+                                    "report": {"kind": "pipeline", "steps": [], "needs": ["train"]}},
                          "rules":  [{"on": "bundle", "under": ".", "run": "report"}],
                          "links":  [] } } })
     }

@@ -243,6 +243,27 @@ fn merge_into(
     }
 }
 
+/// Every leaf of `config` by its dotted key (`{"model": {"depth": 3}}` → `model.depth`).
+pub fn leaves(config: &Map<String, Value>) -> BTreeMap<String, Value> {
+    fn walk(out: &mut BTreeMap<String, Value>, v: &Value, dotted: String) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    walk(out, v, format!("{dotted}.{k}"));
+                }
+            }
+            _ => {
+                out.insert(dotted, v.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in config {
+        walk(&mut out, v, k.clone());
+    }
+    out
+}
+
 fn record_leaves(from: &mut BTreeMap<String, Address>, v: &Value, addr: &Address, dotted: &str) {
     match v {
         Value::Object(m) if !m.is_empty() => {

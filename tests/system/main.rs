@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod failover;
+mod pipelines;
 mod runs;
 mod stager;
 mod tour;

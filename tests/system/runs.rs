@@ -547,7 +547,7 @@ async fn a_lost_attempt_is_found_and_run_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_sweep_waits_and_lists_whole() {
     let tasks = serde_json::json!({
-        "empty": {"kind": "pipeline", "run": {"steps": []}, "params": {"i": 0}}});
+        "empty": {"kind": "pipeline", "steps": [], "params": {"i": 0}}});
     let Lab {
         c,
         w1: _w1,

@@ -52,11 +52,20 @@ pub struct Sandboxes {
     pub guard: Arc<Guard>,
     /// Programs found on PATH: name → executable.
     programs: Arc<std::sync::Mutex<HashMap<String, PathBuf>>>,
+    /// This worker's own binary, which runs pipelines (`plotter2 pipeline-run`).
+    exe: PathBuf,
 }
 
 impl Sandboxes {
-    pub fn new(root: PathBuf, store: BlobStore, nats_url: String, guard: Guard) -> Self {
+    pub fn new(
+        root: PathBuf,
+        store: BlobStore,
+        nats_url: String,
+        guard: Guard,
+        exe: PathBuf,
+    ) -> Self {
         Self {
+            exe,
             code: Arc::new(CodeCache::new(root.join(".cache"))),
             root,
             store,
@@ -124,7 +133,7 @@ pub async fn attempt(
     worker: &WorkerName,
     cancelled: impl Future<Output = ()>,
 ) -> Ended {
-    if run.definition.kind != TaskKind::Command {
+    if !runs_a_process(run) {
         return Ended::Finished {
             outcome: native(run),
             log: None,
@@ -171,21 +180,29 @@ async fn note_in_log(log_path: &Path, reason: &str) {
     }
 }
 
-/// Tasks that run inside the worker, without a process. Only the empty pipeline exists yet:
-/// it does nothing and succeeds at once with no output, which is how the dispatch path is
-/// measured without process start-up (`cargo bench --bench runs`).
+/// Commands, and pipelines with steps, run as processes of their own.
+fn runs_a_process(run: &RunRecord) -> bool {
+    match run.definition.kind {
+        TaskKind::Command => true,
+        TaskKind::Pipeline => run.definition.steps.as_ref().is_some_and(|s| !s.is_empty()),
+        TaskKind::Script => false,
+    }
+}
+
+/// Tasks that end inside the worker, without a process. The empty pipeline does nothing and
+/// succeeds at once with no output, which is how the dispatch path is measured without
+/// process start-up (`cargo bench --bench runs`).
 fn native(run: &RunRecord) -> RunOutcome {
-    let steps = run.definition.run.get("steps").and_then(Value::as_array);
-    match (run.definition.kind, steps) {
-        (TaskKind::Pipeline, Some(steps)) if steps.is_empty() => RunOutcome::Succeeded {
+    match run.definition.kind {
+        TaskKind::Pipeline => RunOutcome::Succeeded {
             exit: 0,
             output: None,
         },
-        (kind, _) => RunOutcome::Failed {
+        kind => RunOutcome::Failed {
             exit: None,
             reason: format!(
-                "task kind {kind:?} is not supported by this worker yet; command tasks and the \
-                 empty pipeline ({{\"kind\": \"pipeline\", \"run\": {{\"steps\": []}}}}) run"
+                "task kind {kind:?} is not supported by this worker yet; command and pipeline \
+                 tasks run"
             ),
         },
     }
@@ -197,6 +214,8 @@ struct Prepared {
     out: PathBuf,
     /// task → folder holding its output, for `{needs.<task>.out}`.
     needs: Vec<(String, PathBuf)>,
+    /// A pipeline's plan, beside its fetched inputs.
+    plan: Option<PathBuf>,
 }
 
 /// Fills the sandbox afresh: the code tree, an empty `{out}`, the needed outputs.
@@ -225,7 +244,11 @@ async fn prepare(
         .await??;
     }
     let needs = needed_outputs(boxes, client, run, sandbox).await?;
-    Ok(Prepared { out, needs })
+    let plan = match run.definition.kind {
+        TaskKind::Pipeline => Some(crate::pipeline::prepare(boxes, run, sandbox).await?),
+        _ => None,
+    };
+    Ok(Prepared { out, needs, plan })
 }
 
 /// Runs the task in its prepared sandbox.
@@ -235,14 +258,26 @@ async fn execute(
     run: &RunRecord,
     sandbox: &Path,
     log_path: &Path,
-    Prepared { out, needs }: Prepared,
+    Prepared { out, needs, plan }: Prepared,
     cancelled: impl Future<Output = ()>,
 ) -> Result<RunOutcome, WorkerError> {
-    let argv = match substitute(&run.definition.run, &run.params, &out, &needs) {
-        Ok(a) => a,
-        Err(reason) => {
-            return Ok(RunOutcome::Failed { exit: None, reason });
-        }
+    let argv = match plan {
+        Some(plan) => [
+            boxes.exe.as_os_str(),
+            "pipeline-run".as_ref(),
+            plan.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect(),
+        None => match substitute(&run.definition.run, &run.params, &out, &needs) {
+            Ok(a) => a,
+            Err(reason) => {
+                return Ok(RunOutcome::Failed { exit: None, reason });
+            }
+        },
     };
     let Some((program, args)) = argv.split_first() else {
         return Ok(RunOutcome::Failed {

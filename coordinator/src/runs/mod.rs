@@ -7,7 +7,8 @@
 //! nothing.
 //!
 //! - `plan`: a `run` request's runs; `attempts`: what happens to them; `queries`: indexes
-//!   and reads; `fingerprint`: what makes two runs equal.
+//!   and reads; `fingerprint`: what makes two runs equal; `select`: the bundle versions a
+//!   run's inputs read.
 
 use plotter2_node::Address;
 use plotter2_node::nodeconf::Assignment;
@@ -17,6 +18,7 @@ mod attempts;
 mod fingerprint;
 mod plan;
 mod queries;
+mod select;
 
 /// What a `run` request asks for.
 pub(crate) struct RunAsk<'a> {

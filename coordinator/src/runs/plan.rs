@@ -131,14 +131,17 @@ impl Registry {
                 output: plan.runs[*i].output.clone(),
             })
             .collect();
-        let fingerprint = if needed.is_empty() {
-            fingerprint(&(def, &inputs, &params, code.id))
-        } else {
-            let of_needs: Vec<(&String, Hash)> = needed
-                .iter()
-                .map(|(name, i)| (name, plan.runs[*i].fingerprint))
-                .collect();
-            fingerprint(&(def, &inputs, &params, code.id, of_needs))
+        let selected = self.select_inputs(node, task, &def.inputs);
+        let of_needs: Vec<(&String, Hash)> = needed
+            .iter()
+            .map(|(name, i)| (name, plan.runs[*i].fingerprint))
+            .collect();
+        // Parts a task does not have are left out, so adding a kind of part did not change
+        // the fingerprints of runs that lack it.
+        let fingerprint = match (of_needs.is_empty(), selected.is_empty()) {
+            (true, true) => fingerprint(&(def, &inputs, &params, code.id)),
+            (false, true) => fingerprint(&(def, &inputs, &params, code.id, &of_needs)),
+            (_, false) => fingerprint(&(def, &inputs, &params, code.id, &of_needs, &selected)),
         }
         .map_err(|e| unfingerprintable(task, node, &e))?;
         let id = RunId { seq: at.seq, n: *n };
@@ -173,6 +176,7 @@ impl Registry {
             exit: None,
             finished_ms: None,
             reused_from: None,
+            selected,
         };
         if !(at.ask.force && task == at.ask.task) {
             self.plan_reuse(&mut record, cmd, plan);

@@ -312,7 +312,7 @@ pub enum Reply {
     Request(RequestRecord),
     Bundle(BundleDetail),
     Runs(Vec<RunRecord>),
-    Run(RunRecord),
+    Run(Box<RunRecord>),
     /// In the order asked; a run that does not exist is left out.
     RunStates(Vec<(RunId, RunState)>),
     Cluster(ClusterChange),

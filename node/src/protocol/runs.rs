@@ -1,5 +1,6 @@
 //! Runs and their attempts: records, what workers report, what they receive.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -208,6 +209,24 @@ pub struct RunRecord {
     /// Not executed: the succeeded run with the same fingerprint whose output this reuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<RunId>,
+    /// The bundle versions the task's inputs matched when the run was created, by input name
+    /// then address then version; the worker reads the matching files of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected: Vec<Selected>,
+}
+
+/// One bundle version a run reads through one of its task's inputs (see
+/// [`crate::inputs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selected {
+    /// The input's name.
+    pub input: String,
+    pub address: Address,
+    pub version: u64,
+    pub bundle: Hash,
+    /// The node's own config as dotted keys (a sweep child's `lr`): its rows' params.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, Value>,
 }
 
 fn first_attempt() -> u32 {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::TreeError;
+use crate::bundle::FileEntry;
 use crate::client::Client;
 use crate::progress::{Progress, Silent};
 use crate::protocol::{BundleDetail, Op, ReadOp, Reply};
@@ -106,54 +107,71 @@ pub async fn materialise_with(
     .await?;
     let index = store.get_index(&detail.version.id).await?;
     progress.length(index.files().len() as u64, index.total_bytes());
-    // Every folder first, in one pass; then the files in batches, several at once.
-    let folders: Vec<std::path::PathBuf> = {
-        let mut f: Vec<_> = index
-            .files()
-            .iter()
-            .filter_map(|f| dest.join(f.path.as_str()).parent().map(Path::to_owned))
-            .collect();
-        f.dedup();
-        f
-    };
-    blocking(move || {
-        for f in &folders {
-            std::fs::create_dir_all(f).map_err(TreeError::io(f))?;
-        }
-        Ok(())
-    })
-    .await?;
-    let mut batches: Vec<(Vec<FetchJob>, u64)> = Vec::new();
-    let mut current = (Vec::new(), 0u64);
-    for f in index.files() {
-        if current.0.len() >= BATCH_FILES || current.1 >= BATCH_BYTES {
-            batches.push(std::mem::take(&mut current));
-        }
-        current.0.push(FetchJob {
-            blob: f.blob,
-            dest: dest.join(f.path.as_str()),
-            mode: f.mode,
-        });
-        current.1 += f.size;
-    }
-    if !current.0.is_empty() {
-        batches.push(current);
-    }
+    let fetch = Fetch::plan(index.files(), dest);
     drop(index);
-    let (files_done, bytes_done) = (&AtomicU64::new(0), &AtomicU64::new(0));
-    futures::stream::iter(batches)
-        .map(|(jobs, bytes)| async move {
-            let n = jobs.len() as u64;
-            store.fetch_files(jobs).await?;
-            let files = files_done.fetch_add(n, Ordering::Relaxed) + n;
-            let bytes = bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-            progress.position(files, bytes);
-            Ok::<(), TreeError>(())
+    fetch.run(store, progress).await
+}
+
+/// Files to write under a folder: the folders they need, and the files in batches.
+pub struct Fetch {
+    folders: Vec<std::path::PathBuf>,
+    batches: Vec<(Vec<FetchJob>, u64)>,
+}
+
+impl Fetch {
+    /// Plans writing `files` (entries of an index, in its order) under `dest`.
+    pub fn plan<'a>(files: impl IntoIterator<Item = &'a FileEntry>, dest: &Path) -> Fetch {
+        let mut folders: Vec<std::path::PathBuf> = Vec::new();
+        let mut batches: Vec<(Vec<FetchJob>, u64)> = Vec::new();
+        let mut current = (Vec::new(), 0u64);
+        for f in files {
+            let path = dest.join(f.path.as_str());
+            if let Some(parent) = path.parent()
+                && folders.last().map(|l| l.as_path()) != Some(parent)
+            {
+                folders.push(parent.to_owned());
+            }
+            if current.0.len() >= BATCH_FILES || current.1 >= BATCH_BYTES {
+                batches.push(std::mem::take(&mut current));
+            }
+            current.0.push(FetchJob {
+                blob: f.blob,
+                dest: path,
+                mode: f.mode,
+            });
+            current.1 += f.size;
+        }
+        if !current.0.is_empty() {
+            batches.push(current);
+        }
+        Fetch { folders, batches }
+    }
+
+    /// Makes every folder in one pass, then writes the files, several batches at once.
+    pub async fn run(self, store: &BlobStore, progress: &dyn Progress) -> Result<(), TreeError> {
+        let Fetch { folders, batches } = self;
+        blocking(move || {
+            for f in &folders {
+                std::fs::create_dir_all(f).map_err(TreeError::io(f))?;
+            }
+            Ok(())
         })
-        .buffer_unordered(FETCH_CONCURRENCY)
-        .try_collect::<Vec<()>>()
         .await?;
-    Ok(())
+        let (files_done, bytes_done) = (&AtomicU64::new(0), &AtomicU64::new(0));
+        futures::stream::iter(batches)
+            .map(|(jobs, bytes)| async move {
+                let n = jobs.len() as u64;
+                store.fetch_files(jobs).await?;
+                let files = files_done.fetch_add(n, Ordering::Relaxed) + n;
+                let bytes = bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                progress.position(files, bytes);
+                Ok::<(), TreeError>(())
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
 }
 
 /// Streams one file of `detail` to stdout.

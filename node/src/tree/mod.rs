@@ -13,7 +13,7 @@ mod scan;
 use std::path::{Path, PathBuf};
 
 pub use copy::copy_tree;
-pub use fetch::{file_to_stdout, materialise, materialise_with, resolve};
+pub use fetch::{Fetch, file_to_stdout, materialise, materialise_with, resolve};
 pub(crate) use once::rename_noreplace;
 pub use once::{Placed, create_once, materialise_once};
 pub use scan::{

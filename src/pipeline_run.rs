@@ -1,0 +1,90 @@
+//! `plotter2 pipeline-run PLAN --out DIR`: the process a worker starts for one attempt of a
+//! pipeline task (see `plotter2_node::pipeline`). It runs datter over the files the plan
+//! lists and writes what the pipeline made into DIR: `data.csv`, the frame as the last step
+//! left it, and `<table>.csv` for each table a step put aside. A failure is printed once, to
+//! the attempt's log, naming the step, its op and the input file as `ADDR@V:path`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use datter::pipeline::{Inputs, Origin, Source};
+use plotter2_node::pipeline::PipelinePlan;
+use serde_json::Value;
+
+pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
+    let text = std::fs::read(plan_path)
+        .with_context(|| format!("reading the pipeline plan {}", plan_path.display()))?;
+    let plan: PipelinePlan = serde_json::from_slice(&text)
+        .with_context(|| format!("the pipeline plan {}", plan_path.display()))?;
+    let names: Vec<&str> = plan.inputs.keys().map(String::as_str).collect();
+    let steps = datter::pipeline::check(&plan.steps, &names)
+        .with_context(|| format!("the steps of task {}", plan.task))?;
+    // Disk path → the reference a user knows the file by, for messages.
+    let mut known: Vec<(String, String)> = Vec::new();
+    let mut inputs = Inputs::new();
+    for (name, files) in &plan.inputs {
+        println!("input {name}: {} files", files.len());
+        let sources = files
+            .iter()
+            .map(|f| {
+                known.push((
+                    f.path.display().to_string(),
+                    format!("{}@{}:{}", f.address, f.version, f.file),
+                ));
+                Source {
+                    path: f.path.clone(),
+                    origin: Origin {
+                        bundle: f.bundle.to_string(),
+                        address: f.address.to_string(),
+                        version: f.version,
+                        file: f.file.clone(),
+                        params: f
+                            .params
+                            .iter()
+                            .map(|(k, v)| (k.clone(), text_of(v)))
+                            .collect(),
+                    },
+                }
+            })
+            .collect();
+        inputs.insert(name.clone(), sources);
+    }
+    let output = match datter::pipeline::run(&steps, &inputs) {
+        Ok(o) => o,
+        Err(e) => {
+            let mut message = crate::output::error_chain(&anyhow::Error::from(e));
+            // Longest paths first, so one path that prefixes another is not replaced inside it.
+            known.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+            for (path, reference) in &known {
+                message = message.replace(path.as_str(), reference);
+            }
+            bail!("task {}: {message}", plan.task);
+        }
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut write = |name: &str, frame: &datter::Frame| -> Result<()> {
+        let path = out.join(format!("{name}.csv"));
+        std::fs::write(&path, frame.to_csv())
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.insert(format!("{name}.csv"), (frame.rows(), frame.width()));
+        Ok(())
+    };
+    write("data", &output.data)?;
+    for t in &output.tables {
+        write(&t.name, &t.frame)?;
+    }
+    for (file, (rows, columns)) in &written {
+        println!("wrote {file}: {rows} rows × {columns} columns");
+    }
+    Ok(())
+}
+
+/// A param's value as a cell: text bare, anything else as JSON.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}

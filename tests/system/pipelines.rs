@@ -1,0 +1,166 @@
+//! Pipeline tasks through a real worker: inputs selected across a node's bundles and its
+//! children, run by datter in a process of its own, the results stored as the node's next
+//! version; bad data fails the run naming the step and the file while the worker keeps
+//! serving; bad steps are refused when the manifest is pushed.
+
+use crate::support::{Cluster, Opts, Stager, Worker, runs_of, write_bundle};
+
+fn code_manifest() -> String {
+    serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
+        "report": {"kind": "pipeline",
+                   "inputs": {"metrics": "bundles/*:metrics.csv"},
+                   "steps": [["access", {"from": "metrics", "columns": ["step", "reward"]}],
+                             ["label", {"by": ["address"]}],
+                             ["matrix", {"metrics": ["reward"], "reduce": ["last", "max"]}]]},
+        "broken": {"kind": "pipeline",
+                   "inputs": {"bad": "ragged@latest:bad.csv"},
+                   "steps": ["access", "label", "mean"]}
+    }}}})
+    .to_string()
+}
+
+fn data_manifest(addr: &str) -> String {
+    format!(r#"{{"manifest_version": 1, "meta": {{"address": "{addr}"}}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_reads_its_inputs_across_children_and_bad_data_names_the_file() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let addr = "/sources/tali/experiment2";
+    let code = c.dir.path().join("code");
+    write_bundle(&code, Some(&code_manifest()), &[]);
+    stager.cli_ok(&["push", code.to_str().unwrap(), addr]);
+    for (child, rows) in [
+        ("run1", "step,reward\n1,0.5\n2,0.7\n3,0.6\n"),
+        ("run2", "step,reward\n1,0.1\n2,0.9\n"),
+    ] {
+        let dir = c.dir.path().join(child);
+        let at = format!("{addr}/{child}");
+        write_bundle(
+            &dir,
+            Some(&data_manifest(&at)),
+            &[("metrics.csv", rows.as_bytes())],
+        );
+        stager.cli_ok(&["push", dir.to_str().unwrap()]);
+    }
+
+    let out = c.cli_ok(&["run", addr, "report", "--wait"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let matrix = stager.cli_ok(&["get", &format!("{addr}@latest:matrix.csv")]);
+    let lines: Vec<&str> = matrix.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one row per child: {matrix}");
+    assert!(
+        lines[0].contains("reward_last") && lines[0].contains("reward_max"),
+        "{matrix}"
+    );
+    assert!(lines[1].contains("run1") && lines[1].contains("0.6") && lines[1].contains("0.7"));
+    assert!(
+        lines[2].contains("run2") && lines[2].contains("0.9"),
+        "{matrix}"
+    );
+    let data = stager.cli_ok(&["get", &format!("{addr}@latest:data.csv")]);
+    assert!(data.contains("run1") && data.contains("run2"), "{data}");
+
+    // The same inputs again: reused. A new bundle under the node: the report runs anew.
+    c.cli_ok(&["run", addr, "report", "--wait"]);
+    let client = c.client().await;
+    let reports = |runs: Vec<plotter2_node::protocol::RunRecord>| -> Vec<_> {
+        runs.into_iter().filter(|r| r.task == "report").collect()
+    };
+    let runs = reports(runs_of(&client, addr).await);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[1].reused_from,
+        Some(runs[0].id),
+        "its own report is not its input"
+    );
+    assert_eq!(
+        runs[0].selected.len(),
+        3,
+        "the code and two children: {:?}",
+        runs[0].selected
+    );
+    let dir = c.dir.path().join("run3");
+    let at = format!("{addr}/run3");
+    write_bundle(
+        &dir,
+        Some(&data_manifest(&at)),
+        &[("metrics.csv", b"step,reward\n1,2.5\n")],
+    );
+    stager.cli_ok(&["push", dir.to_str().unwrap()]);
+    c.cli_ok(&["run", addr, "report", "--wait"]);
+    let runs = reports(runs_of(&client, addr).await);
+    assert_eq!(runs[2].reused_from, None, "a new bundle is new input");
+    assert_eq!(runs[2].selected.len(), 4);
+    let matrix = stager.cli_ok(&["get", &format!("{addr}@latest:matrix.csv")]);
+    assert!(
+        matrix.contains("run3") && matrix.contains("2.5"),
+        "{matrix}"
+    );
+
+    // A ragged CSV fails the run; the reason names the step, the op and the file as the
+    // user knows it, and the worker goes on serving.
+    let dir = c.dir.path().join("ragged");
+    let at = format!("{addr}/ragged");
+    write_bundle(
+        &dir,
+        Some(&data_manifest(&at)),
+        &[("bad.csv", b"step,reward\n1,2\n3\n")],
+    );
+    stager.cli_ok(&["push", dir.to_str().unwrap()]);
+    let (ok, _, err) = c.cli(&["run", addr, "broken", "--wait"]);
+    assert!(!ok, "a ragged CSV fails the run");
+    assert!(err.contains("step 0 (access)"), "{err}");
+    assert!(err.contains(&format!("{at}@1:bad.csv")), "{err}");
+    let (ok, out, err) = c.cli(&["run", addr, "report", "--wait", "--force"]);
+    assert!(
+        ok && out.contains("succeeded"),
+        "the worker still serves: {out} {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_steps_are_refused_at_push_naming_task_step_op_and_param() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    for (task, want) in [
+        (
+            serde_json::json!({"kind": "pipeline", "inputs": {"m": "bundles/*:m.csv"},
+                               "steps": ["access", ["plott", {}]]}),
+            vec!["contains.package.tasks.t.steps[1]", "plott"],
+        ),
+        (
+            serde_json::json!({"kind": "pipeline", "inputs": {"m": "bundles/*:m.csv"},
+                               "steps": ["access", ["page", {"size": "ten"}]]}),
+            vec!["steps[1]", "\"size\""],
+        ),
+        (
+            serde_json::json!({"kind": "pipeline", "inputs": {"m": "bundles/*:m.csv", "n": ".:n.csv"},
+                               "steps": [["access", {"from": "m"}]]}),
+            vec!["no step reads the input \"n\""],
+        ),
+        (
+            serde_json::json!({"kind": "pipeline", "inputs": {"m": "bundles/newest:m.csv"},
+                               "steps": ["access"]}),
+            vec!["contains.package.tasks.t.inputs.m", "*, latest or a number"],
+        ),
+        (
+            serde_json::json!({"kind": "pipeline"}),
+            vec!["contains.package.tasks.t.steps", "needs its steps"],
+        ),
+    ] {
+        let manifest = serde_json::json!({"manifest_version": 1,
+            "contains": {"package": {"tasks": {"t": task}}}});
+        let dir = tempfile::tempdir().unwrap();
+        write_bundle(dir.path(), Some(&manifest.to_string()), &[]);
+        let (ok, _, err) = stager.cli(&["push", dir.path().to_str().unwrap(), "/x"]);
+        assert!(!ok, "refused: {manifest}");
+        for w in want {
+            assert!(err.contains(w), "{w:?} in: {err}");
+        }
+    }
+}
