@@ -1,7 +1,9 @@
 //! `plotter2 pipeline-run PLAN --out DIR`: the process a worker starts for one attempt of a
 //! pipeline task (see `plotter2_node::pipeline`). It runs datter over the files the plan
 //! lists and writes what the pipeline made into DIR: `data.csv`, the frame as the last step
-//! left it, and `<table>.csv` for each table a step put aside. A failure is printed once, to
+//! left it, `<table>.csv` for each table a step put aside, and `index.html` when a `report`
+//! step asked for a page; where a `handoff` sent the output goes beside the plan
+//! (`PipelineResult`). A failure is printed once, to
 //! the attempt's log, naming the step, its op and the input file as `ADDR@V:path`.
 
 use std::collections::BTreeMap;
@@ -9,7 +11,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use datter::pipeline::{Inputs, Origin, Source};
-use plotter2_node::pipeline::PipelinePlan;
+use datter::report::Section;
+use plotter2_node::pipeline::{PipelinePlan, PipelineResult};
 use serde_json::Value;
 
 pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
@@ -78,6 +81,40 @@ pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
     for (file, (rows, columns)) in &written {
         println!("wrote {file}: {rows} rows × {columns} columns");
     }
+    if let Some(title) = &output.report {
+        let csv: Vec<String> = output
+            .tables
+            .iter()
+            .map(|t| format!("{}.csv", t.name))
+            .collect();
+        let sections: Vec<Section<'_>> = output
+            .tables
+            .iter()
+            .zip(&csv)
+            .map(|(t, csv)| Section::Table {
+                title: &t.name,
+                frame: &t.frame,
+                csv,
+            })
+            .collect();
+        let path = out.join("index.html");
+        std::fs::write(&path, datter::report::html(title, &sections))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote index.html: {title:?}, {} sections", sections.len());
+    }
+    let address = match &output.handoff {
+        Some(to) => Some(
+            plotter2_node::pipeline::handoff_target(&plan.node, to)
+                .with_context(|| format!("the handoff to {to:?} from {}", plan.node))?,
+        ),
+        None => None,
+    };
+    if let Some(a) = &address {
+        println!("handing the output off to {a}");
+    }
+    let result = plan_path.with_file_name(plotter2_node::pipeline::RESULT_FILE);
+    std::fs::write(&result, serde_json::to_vec(&PipelineResult { address })?)
+        .with_context(|| format!("writing {}", result.display()))?;
     Ok(())
 }
 

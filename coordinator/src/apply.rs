@@ -61,6 +61,7 @@ impl Registry {
                     version: b.version,
                     id: b.id,
                     existing: b.request != cmd.id,
+                    at: None,
                 })
             }),
             _ => None,
@@ -248,6 +249,10 @@ impl Registry {
                     )));
                 }
                 Some(_) => {}
+                // Once per plan: two outputs of one batch may make the same new node.
+                None if events
+                    .iter()
+                    .any(|(x, k)| *x == a && matches!(k, EventKind::Created)) => {}
                 None => events.push((a, EventKind::Created)),
             }
         }

@@ -764,7 +764,8 @@ mod tests {
             BundleRef {
                 version: 1,
                 id: b1.id,
-                existing: true
+                existing: true,
+                at: None,
             }
         );
         let second = r.apply(cmd(ingest("/e/x", &[("a.csv", b"2")])), 3).unwrap();

@@ -14,6 +14,7 @@ mod frame;
 pub mod group;
 pub mod pipeline;
 pub mod read;
+pub mod report;
 pub mod stats;
 pub mod transform;
 

@@ -286,7 +286,7 @@ impl Manifest {
                     )
                 })?;
                 let names: Vec<&str> = task.inputs.keys().map(String::as_str).collect();
-                datter::pipeline::check(steps, &names).map_err(|e| {
+                let checked = datter::pipeline::check(steps, &names).map_err(|e| {
                     let param = e
                         .param
                         .map(|p| format!(", param {p:?}"))
@@ -296,6 +296,19 @@ impl Manifest {
                         format!("op {:?}{param}: {}", e.op, e.what),
                     )
                 })?;
+                for step in checked.iter().filter(|s| s.op.name == "handoff") {
+                    if let Some(to) = step.params.get("to").and_then(Value::as_str)
+                        && let Err(e) = crate::pipeline::handoff_target(&Address::root(), to)
+                    {
+                        return Err(field_err(
+                            format!("{}[{}]", f("steps"), step.index),
+                            format!(
+                                "op \"handoff\", param \"to\": {to:?} is not an address below \
+                                 the run's node (write it relative, e.g. \"meta/reports\"): {e}"
+                            ),
+                        ));
+                    }
+                }
             }
             if task.kind == TaskKind::Command {
                 let argv = task.run.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {

@@ -14,6 +14,25 @@ use crate::bundle::Hash;
 
 /// The plan's file name in the attempt's sandbox.
 pub const PLAN_FILE: &str = "pipeline.json";
+/// What the pipeline process says about its output, beside the plan.
+pub const RESULT_FILE: &str = "pipeline-result.json";
+
+/// What the pipeline process tells the worker beyond the files in `{out}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineResult {
+    /// Where the output is a version, when a `handoff` step sent it below the run's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+}
+
+/// The node a `handoff` to `to` (relative, `meta/reports`) reaches from `node`.
+pub fn handoff_target(node: &Address, to: &str) -> Result<Address, crate::AddressError> {
+    let mut at = node.clone();
+    for segment in to.split('/') {
+        at = at.child(segment)?;
+    }
+    Ok(at)
+}
 
 /// One pipeline attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ PY
  "contains": {"package": {"tasks": {"train": {"kind": "command",
    "run": ["python3", "train.py", "--lr", "{lr}", "--out", "{out}"], "params": {"lr": 0.1}}}}}}
 JSON
+  : > "$home/up.log"
   "$bin" up --home "$home/h" --workers 2 > "$home/up.log" 2>&1 &
   up=$!
   stop() { kill "$up" 2>/dev/null || true; wait "$up" 2>/dev/null || true; }

@@ -12,6 +12,10 @@ fn code_manifest() -> String {
                    "steps": [["access", {"from": "metrics", "columns": ["step", "reward"]}],
                              ["label", {"by": ["address"]}],
                              ["matrix", {"metrics": ["reward"], "reduce": ["last", "max"]}]]},
+        "page": {"kind": "pipeline",
+                 "inputs": {"metrics": "bundles/*:metrics.csv"},
+                 "steps": ["access", ["matrix", {"metrics": ["reward"], "reduce": ["max"]}],
+                           ["report", {"title": "experiment2 <rewards>"}], "handoff"]},
         "broken": {"kind": "pipeline",
                    "inputs": {"bad": "ragged@latest:bad.csv"},
                    "steps": ["access", "label", "mean"]}
@@ -99,6 +103,39 @@ async fn a_pipeline_reads_its_inputs_across_children_and_bad_data_names_the_file
     assert!(
         matrix.contains("run3") && matrix.contains("2.5"),
         "{matrix}"
+    );
+
+    // A report page, handed off below the node; run again, it is reused in the same place.
+    c.cli_ok(&["run", addr, "page", "--wait"]);
+    let reports = format!("{addr}/meta/reports");
+    let page = stager.cli_ok(&["get", &format!("{reports}@latest:index.html")]);
+    assert!(
+        page.contains("<h1>experiment2 &lt;rewards&gt;</h1>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("href=\"matrix.csv\"") && page.contains("reward_max"),
+        "{page}"
+    );
+    let matrix = stager.cli_ok(&["get", &format!("{reports}@1:matrix.csv")]);
+    assert!(matrix.contains("2.5"), "{matrix}");
+    c.cli_ok(&["run", addr, "page", "--wait"]);
+    let pages: Vec<_> = runs_of(&client, addr)
+        .await
+        .into_iter()
+        .filter(|r| r.task == "page")
+        .collect();
+    assert_eq!(pages[1].reused_from, Some(pages[0].id));
+    let out = pages[1].output.as_ref().unwrap();
+    assert_eq!(
+        (out.version, out.at.as_ref().map(|a| a.to_string())),
+        (1, Some(reports.clone()))
+    );
+    let show = c.cli_json(&["show", &reports, "--json"]);
+    assert_eq!(
+        show["bundles"].as_array().unwrap().len(),
+        1,
+        "one version: {show}"
     );
 
     // A ragged CSV fails the run; the reason names the step, the op and the file as the

@@ -386,7 +386,11 @@ async fn execute(
             ),
         }),
         Exit::Exited(status) if status.success() => {
-            let output = store_output(boxes, run, &out).await?;
+            let at = match run.definition.kind {
+                TaskKind::Pipeline => crate::pipeline::output_address(sandbox).await?,
+                _ => None,
+            };
+            let output = store_output(boxes, run, &out, at.as_ref().unwrap_or(&run.node)).await?;
             Ok(RunOutcome::Succeeded {
                 exit: 0,
                 output: output.map(Box::new),
@@ -493,7 +497,8 @@ async fn needed_outputs(
         let dir = sandbox.join("needs").join(&need.task);
         match &need.output {
             Some(b) => {
-                let detail = bundle_detail(client, &run.node, b.version, b.id).await?;
+                let at = b.at.as_ref().unwrap_or(&run.node);
+                let detail = bundle_detail(client, at, b.version, b.id).await?;
                 // The sandbox is this attempt's alone; replace whatever the code put there.
                 plotter2_node::tree::materialise(&boxes.store, &detail, &dir, true).await?;
             }
@@ -600,12 +605,14 @@ async fn store_log(boxes: &Sandboxes, path: &Path) -> Option<Hash> {
     }
 }
 
-/// Turns `{out}` into a bundle of the run's node: a manifest recording the provenance is
-/// added when the task wrote none; blobs go to the store. `None` when `{out}` is empty.
+/// Turns `{out}` into a bundle of `node` (the run's, or one below it a pipeline handed its
+/// output off to): a manifest recording the provenance is added when the task wrote none;
+/// blobs go to the store. `None` when `{out}` is empty.
 async fn store_output(
     boxes: &Sandboxes,
     run: &RunRecord,
     out: &Path,
+    node: &Address,
 ) -> Result<Option<RunOutput>, WorkerError> {
     let empty = match tokio::fs::read_dir(out).await {
         Ok(mut d) => matches!(d.next_entry().await, Ok(None)),
@@ -619,12 +626,13 @@ async fn store_output(
         let manifest = serde_json::json!({
             "manifest_version": 1,
             "meta": {
-                "address": run.node.to_string(),
+                "address": node.to_string(),
                 "run": run.id.to_string(),
                 "task": run.task,
                 "params": run.params,
                 "code": run.code.to_string(),
-                "inputs": run.inputs.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                "inputs": run.inputs.iter().chain(run.selected.iter().map(|s| &s.bundle))
+                    .map(|h| h.to_string()).collect::<Vec<_>>(),
             }
         });
         tokio::fs::write(&manifest_path, manifest.to_string())
@@ -632,7 +640,7 @@ async fn store_output(
             .map_err(WorkerError::io(&manifest_path))?;
     }
     let root = out.to_owned();
-    let node: Address = run.node.clone();
+    let node: Address = node.clone();
     let scanned = tokio::task::spawn_blocking(move || {
         plotter2_node::tree::scan(&root, Some(&node), plotter2_node::tree::default_threads())
     })

@@ -67,3 +67,23 @@ pub(crate) async fn prepare(
         .map_err(WorkerError::io(&path))?;
     Ok(path)
 }
+
+/// Where the pipeline process said its output goes, if it handed it off.
+pub(crate) async fn output_address(
+    sandbox: &Path,
+) -> Result<Option<plotter2_node::Address>, WorkerError> {
+    let path = sandbox.join(plotter2_node::pipeline::RESULT_FILE);
+    let text = match tokio::fs::read(&path).await {
+        Ok(t) => t,
+        // A pipeline process that ended well always writes it; without it, the output stays
+        // at the run's node.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(WorkerError::io(&path)(e)),
+    };
+    let result: plotter2_node::pipeline::PipelineResult =
+        serde_json::from_slice(&text).map_err(|e| WorkerError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+    Ok(result.address)
+}

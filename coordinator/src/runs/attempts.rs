@@ -133,9 +133,18 @@ impl Registry {
                 r.finished_ms = Some(cmd.time_ms);
                 r.reason = None;
                 if let Some(out) = output {
+                    // An output may go below the run's node (a report's handoff), never
+                    // elsewhere; the worker checked the manifest against this address.
+                    let at = out
+                        .manifest
+                        .meta
+                        .address
+                        .clone()
+                        .filter(|a| a.is_within(&r.node) && *a != r.node)
+                        .filter(|a| self.plan_lineage(a, &mut plan.events).is_ok());
                     let version = plan.add_bundle(
                         self,
-                        &r.node,
+                        at.as_ref().unwrap_or(&r.node),
                         StoredBundle {
                             version: 0,
                             id: out.bundle,
@@ -152,6 +161,7 @@ impl Registry {
                         version,
                         id: out.bundle,
                         existing: false,
+                        at,
                     });
                 }
             }

@@ -212,14 +212,23 @@ impl Registry {
         };
         let Some(stored) = self
             .nodes
-            .get(&earlier.node)
+            .get(out.at.as_ref().unwrap_or(&earlier.node))
             .and_then(|n| n.bundles.iter().find(|b| b.id == out.id))
         else {
             return;
         };
+        // A handed-off output goes to the same place below this run's node.
+        let at = out.at.as_ref().and_then(|a| {
+            let mut to = run.node.clone();
+            for s in a.segments().skip(earlier.node.depth()) {
+                to = to.child(s).ok()?;
+            }
+            self.plan_lineage(&to, &mut plan.events).ok()?;
+            Some(to)
+        });
         let version = plan.add_bundle(
             self,
-            &run.node,
+            at.as_ref().unwrap_or(&run.node),
             StoredBundle {
                 user: cmd.user.clone(),
                 time_ms: cmd.time_ms,
@@ -231,6 +240,7 @@ impl Registry {
             version,
             id: out.id,
             existing: true,
+            at,
         });
     }
 

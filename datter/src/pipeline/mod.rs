@@ -6,7 +6,7 @@ mod run;
 mod spec;
 mod steps;
 
-pub use registry::{REDUCTIONS, lookup, ops};
+pub use registry::{HANDOFF_DEFAULT, REDUCTIONS, lookup, ops};
 pub use run::{
     Inputs, LABEL, Origin, Output, PARAM_PREFIX, PROVENANCE, RunError, Source, StepFailure, Table,
     run,

@@ -98,7 +98,20 @@ static OPS: &[OpSpec] = &[
             opt("by", T::Texts),
         ],
     },
+    OpSpec {
+        name: "report",
+        aliases: &[],
+        params: &[opt("title", T::Text)],
+    },
+    OpSpec {
+        name: "handoff",
+        aliases: &[],
+        params: &[opt("to", T::Text)],
+    },
 ];
+
+/// Where `handoff` sends the output when no `to` is given: below the run's node.
+pub const HANDOFF_DEFAULT: &str = "meta/reports";
 
 /// Every op, in the registry's order.
 pub fn ops() -> &'static [OpSpec] {

@@ -86,6 +86,10 @@ pub struct Output {
     pub data: Frame,
     /// The tables put aside, in the order they were made.
     pub tables: Vec<Table>,
+    /// The title of the report page, when a `report` step asked for one.
+    pub report: Option<String>,
+    /// Where the output goes, relative to the run's node, when a `handoff` step said so.
+    pub handoff: Option<String>,
 }
 
 /// Why a step failed, naming the step and its op.
@@ -133,6 +137,8 @@ pub fn run(steps: &[Step], inputs: &Inputs) -> Result<Output, RunError> {
     Ok(Output {
         data: state.data,
         tables: state.tables,
+        report: state.report,
+        handoff: state.handoff,
     })
 }
 
@@ -142,6 +148,8 @@ struct State {
     /// Whether `label` has run: the statistics then group by the label.
     labelled: bool,
     tables: Vec<Table>,
+    report: Option<String>,
+    handoff: Option<String>,
 }
 
 impl State {
@@ -177,6 +185,13 @@ impl State {
                 let size = count(p, "size").unwrap_or(100);
                 let page = count(p, "page").unwrap_or(1);
                 self.data = transform::page(&self.data, size, page);
+            }
+            "report" => {
+                self.report = Some(text(p, "title").unwrap_or("Report").to_owned());
+            }
+            "handoff" => {
+                let to = text(p, "to").unwrap_or(super::registry::HANDOFF_DEFAULT);
+                self.handoff = Some(to.to_owned());
             }
             "matrix" => {
                 let metrics = match texts(p, "metrics") {

@@ -17,6 +17,10 @@ pub struct BundleRef {
     pub id: Hash,
     /// True when this bundle was already that version: nothing new was recorded.
     pub existing: bool,
+    /// Where it is a version, when that is not the run's own node: a pipeline hands its
+    /// report off below it (`<node>/meta/reports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Address>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
