@@ -12,6 +12,7 @@ mod error;
 pub mod expr;
 mod frame;
 pub mod group;
+pub mod learn;
 pub mod pipeline;
 pub mod read;
 pub mod stats;
