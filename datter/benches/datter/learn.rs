@@ -2,7 +2,9 @@
 //! scikit-learn's on the same data, in one run.
 //!
 //! The data is made here, written as `.npy` for Python, and loaded outside the timings on
-//! both sides; only the fits are timed, the best of a few runs each. Python runs with
+//! both sides; only the fits are timed, the best of a few each, datter's and scikit-learn's
+//! taken in turns (one Python process fits a case per line it reads) so that both see the
+//! same load on a shared machine. Python runs with
 //! `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` unset, and prints the BLAS threadpoolctl
 //! reports. PCA's peak memory is the rise of the process's peak resident set (`VmHWM`, reset
 //! through `/proc/self/clear_refs` just before the fit) over its resident set then, beside the
@@ -12,13 +14,15 @@
 #![allow(clippy::expect_used)]
 
 use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use datter::learn::{Centring, Init, KMeansOptions, Matrix, dbscan, kmeans, pca};
+use serde_json::Value;
 
-const REPS: usize = 5;
+const REPS: usize = 7;
 
 /// A small deterministic generator (xorshift64*) with normal draws (Box–Muller).
 struct Gen(u64);
@@ -57,19 +61,6 @@ fn write_npy(path: &Path, data: &[f64], cols: usize) {
     std::fs::write(path, out).expect("write the bench data");
 }
 
-/// The best of `REPS` timings of `f`, in seconds, and its last result.
-fn best<T>(mut f: impl FnMut() -> T) -> (f64, T) {
-    let mut best = f64::INFINITY;
-    let mut last = None;
-    for _ in 0..REPS {
-        let t = Instant::now();
-        let r = black_box(f());
-        best = best.min(t.elapsed().as_secs_f64());
-        last = Some(r);
-    }
-    (best, last.expect("REPS > 0"))
-}
-
 /// A field of /proc/self/status, in KiB.
 fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -80,6 +71,8 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The scikit-learn side: loads the data, prints its BLAS, then fits one case per line read
+/// (`pca`, `kmeans`, `dbscan`) and prints the fit's time and result as a JSON line.
 const PYTHON: &str = r#"
 import json, sys, time
 import numpy as np
@@ -87,23 +80,90 @@ from threadpoolctl import threadpool_info
 from sklearn.decomposition import PCA
 from sklearn.cluster import KMeans, DBSCAN
 d = sys.argv[1]
-reps = int(sys.argv[2])
-blas = [f"{i['internal_api']} {i.get('version')} ({i.get('threading_layer')}, {i['num_threads']} threads, {i.get('architecture')})" for i in threadpool_info() if i['user_api'] == 'blas']
-def best(f):
-    t = float("inf")
-    for _ in range(reps):
-        s = time.perf_counter(); r = f(); t = min(t, time.perf_counter() - s)
-    return t, r
 X = np.load(f"{d}/pca.npy")
-tp, p = best(lambda: PCA(8, svd_solver="covariance_eigh").fit(X))
 K = np.load(f"{d}/km.npy"); init = np.load(f"{d}/init.npy")
-tk, k = best(lambda: KMeans(8, init=init, n_init=1, max_iter=20, tol=0, algorithm="lloyd").fit(K))
 D = np.load(f"{d}/db.npy")
-td, db = best(lambda: DBSCAN(eps=0.1, min_samples=5).fit(D))
-print(json.dumps({"blas": blas, "pca": tp, "pca_ratio": p.explained_variance_ratio_.tolist(),
-                  "kmeans": tk, "inertia": float(k.inertia_), "iters": int(k.n_iter_),
-                  "dbscan": td, "clusters": int(db.labels_.max() + 1)}))
+blas = [f"{i['internal_api']} {i.get('version')} ({i.get('threading_layer')}, {i['num_threads']} threads, {i.get('architecture')})" for i in threadpool_info() if i['user_api'] == 'blas']
+print(json.dumps({"blas": blas}), flush=True)
+fits = {
+    "pca": lambda: PCA(8, svd_solver="covariance_eigh").fit(X),
+    "kmeans": lambda: KMeans(8, init=init, n_init=1, max_iter=20, tol=0, algorithm="lloyd").fit(K),
+    "dbscan": lambda: DBSCAN(eps=0.1, min_samples=5).fit(D),
+}
+for line in sys.stdin:
+    case = line.strip()
+    s = time.perf_counter(); m = fits[case](); t = time.perf_counter() - s
+    out = {"time": t}
+    if case == "pca": out["ratio"] = m.explained_variance_ratio_.tolist()
+    if case == "kmeans": out.update(inertia=float(m.inertia_), iters=int(m.n_iter_))
+    if case == "dbscan": out["clusters"] = int(m.labels_.max() + 1)
+    print(json.dumps(out), flush=True)
 "#;
+
+/// The scikit-learn process, fitting a case when asked.
+struct Reference {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Reference {
+    fn start(dir: &Path) -> (Reference, Value) {
+        let mut child = Command::new("python3")
+            .args(["-c", PYTHON, &dir.display().to_string()])
+            .env_remove("OPENBLAS_CORETYPE")
+            .env_remove("OPENBLAS_L2_SIZE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with numpy, scikit-learn and threadpoolctl");
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut r = Reference { child, out };
+        let hello = r.line();
+        (r, hello)
+    }
+
+    fn line(&mut self) -> Value {
+        let mut line = String::new();
+        self.out
+            .read_line(&mut line)
+            .expect("read the scikit-learn side");
+        serde_json::from_str(&line).expect("the scikit-learn side prints JSON (see its stderr)")
+    }
+
+    /// One timed fit of `case`: its seconds and what it printed.
+    fn fit(&mut self, case: &str) -> (f64, Value) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{case}").expect("ask the scikit-learn side");
+        stdin.flush().expect("ask the scikit-learn side");
+        let v = self.line();
+        (v["time"].as_f64().unwrap_or(f64::NAN), v)
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The best of `REPS` fits each of datter's `f` and the reference's `case`, taken in turns so
+/// both see the same machine: (datter's seconds, its last result, the reference's seconds,
+/// its last output).
+fn duel<T>(py: &mut Reference, case: &str, mut f: impl FnMut() -> T) -> (f64, T, f64, Value) {
+    let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
+    let (mut last, mut said) = (None, Value::Null);
+    for _ in 0..REPS {
+        let t = Instant::now();
+        let r = black_box(f());
+        ours = ours.min(t.elapsed().as_secs_f64());
+        last = Some(r);
+        let (t, v) = py.fit(case);
+        theirs = theirs.min(t);
+        said = v;
+    }
+    (ours, last.expect("REPS > 0"), theirs, said)
+}
 
 /// Runs this part and prints its figures.
 pub fn run() {
@@ -155,28 +215,11 @@ pub fn run() {
     }
     write_npy(&dir.path().join("db.npy"), &db, 2);
 
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            PYTHON,
-            &dir.path().display().to_string(),
-            &REPS.to_string(),
-        ])
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .output()
-        .expect("python3 with numpy, scikit-learn and threadpoolctl");
-    assert!(
-        out.status.success(),
-        "the scikit-learn side failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let py: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("the scikit-learn side prints JSON");
-    let f = |k: &str| py[k].as_f64().unwrap_or(f64::NAN);
-    println!("learn: reference BLAS {}", py["blas"]);
+    let (mut py, hello) = Reference::start(dir.path());
+    println!("learn: reference BLAS {}", hello["blas"]);
     println!(
-        "learn: datter threads {} (rayon), scikit-learn's as threadpoolctl reports",
+        "learn: datter threads {} (rayon); each case the best of {REPS} fits, datter's and \
+         scikit-learn's in turns",
         rayon::current_num_threads()
     );
 
@@ -187,19 +230,19 @@ pub fn run() {
     let first = pca(xm, 8, Centring::Auto).expect("pca");
     let peak = status_kib("VmHWM:");
     black_box(first);
-    let (tp, p) = best(|| pca(xm, 8, Centring::Auto).expect("pca"));
+    let (tp, p, sp, pv) = duel(&mut py, "pca", || pca(xm, 8, Centring::Auto).expect("pca"));
     let input_kib = (x.len() * 8 / 1024) as u64;
     let extra = peak.saturating_sub(before);
     let ratio0 = p.explained_variance_ratio[0];
-    let py_ratio0 = py["pca_ratio"][0].as_f64().unwrap_or(f64::NAN);
+    let py_ratio0 = pv["ratio"][0].as_f64().unwrap_or(f64::NAN);
     println!(
         "learn: pca 200000x64 -> 8 ({:?}): datter {:.1} ms, scikit-learn {:.1} ms, ratio {:.2}x; \
          peak memory input {:.1} MiB + {:.1} MiB during the fit = {:.2}x input; \
          first ratio {ratio0:.6} vs {py_ratio0:.6}",
         p.centring,
         tp * 1e3,
-        f("pca") * 1e3,
-        f("pca") / tp,
+        sp * 1e3,
+        sp / tp,
         input_kib as f64 / 1024.0,
         extra as f64 / 1024.0,
         (input_kib + extra) as f64 / input_kib as f64,
@@ -212,28 +255,28 @@ pub fn run() {
         tol: 0.0,
         init: Init::Centroids(&init),
     };
-    let (tk, r) = best(|| kmeans(kmat, &opts).expect("kmeans"));
+    let (tk, r, sk, kv) = duel(&mut py, "kmeans", || kmeans(kmat, &opts).expect("kmeans"));
     println!(
         "learn: kmeans 200000x16 k=8 20 iterations: datter {:.1} ms, scikit-learn {:.1} ms, ratio {:.2}x; \
          inertia {:.6e} vs {:.6e}, iterations {} vs {}",
         tk * 1e3,
-        f("kmeans") * 1e3,
-        f("kmeans") / tk,
+        sk * 1e3,
+        sk / tk,
         r.inertia,
-        f("inertia"),
+        kv["inertia"].as_f64().unwrap_or(f64::NAN),
         r.iterations,
-        py["iters"]
+        kv["iters"]
     );
 
     let dmat = Matrix::new(&db, 2).expect("a matrix");
-    let (td, c) = best(|| dbscan(dmat, 0.1, 5).expect("dbscan"));
+    let (td, c, sd, dv) = duel(&mut py, "dbscan", || dbscan(dmat, 0.1, 5).expect("dbscan"));
     println!(
         "learn: dbscan 100000x2 eps=0.1 min_samples=5: datter {:.1} ms, scikit-learn {:.1} ms, ratio {:.2}x; \
          clusters {} vs {}",
         td * 1e3,
-        f("dbscan") * 1e3,
-        f("dbscan") / td,
+        sd * 1e3,
+        sd / td,
         c.clusters,
-        py["clusters"]
+        dv["clusters"]
     );
 }

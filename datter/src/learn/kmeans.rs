@@ -160,11 +160,13 @@ pub fn kmeans(x: Matrix<'_>, opts: &KMeansOptions<'_>) -> Result<KMeans, LearnEr
             break;
         }
     }
-    if !strict {
-        // The centroids moved after the last assignment: assign to where they are now.
-        assign(x, &centres, &mut labels, false);
-    }
-    let inertia = inertia(x, &centres, &labels);
+    let inertia = if strict {
+        inertia(x, &centres, &labels)
+    } else {
+        // The centroids moved after the last assignment: assign to where they are now (and
+        // sum the distances in the same pass).
+        assign(x, &centres, &mut labels, false).inertia
+    };
     Ok(KMeans {
         labels,
         centroids: centres,
@@ -175,13 +177,15 @@ pub fn kmeans(x: Matrix<'_>, opts: &KMeansOptions<'_>) -> Result<KMeans, LearnEr
 }
 
 /// Rows per chunk of the assignment (the distance product is `k × rows`).
-const CHUNK: usize = 512;
+const CHUNK: usize = 2048;
 
-/// One assignment's sums per cluster, row counts, and how many labels changed.
+/// One assignment's sums per cluster, row counts, and how many labels changed; or, for an
+/// assignment that does not update, the inertia.
 struct Step {
     sums: Vec<f64>,
     counts: Vec<usize>,
     changed: usize,
+    inertia: f64,
 }
 
 struct Acc {
@@ -196,20 +200,17 @@ impl Acc {
                 sums: if update { vec![0.0; k * d] } else { Vec::new() },
                 counts: vec![0; k],
                 changed: 0,
+                inertia: 0.0,
             },
             dots: Mat::zeros(0, 0),
         }
     }
 
     /// Assigns a chunk of rows to their nearest centre, adding them to their cluster's sum.
-    fn chunk(
-        &mut self,
-        rows: &[f64],
-        labels: &mut [usize],
-        centres: MatRef<'_, f64>,
-        norms: &[f64],
-    ) {
-        let (k, d) = (centres.nrows(), centres.ncols());
+    fn chunk(&mut self, rows: &[f64], labels: &mut [usize], centres_rows: &[f64], norms: &[f64]) {
+        let k = norms.len();
+        let d = centres_rows.len() / k;
+        let centres = MatRef::from_row_major_slice(centres_rows, k, d);
         let m = labels.len();
         if self.dots.nrows() != k || self.dots.ncols() != m {
             self.dots = Mat::zeros(k, m);
@@ -225,26 +226,27 @@ impl Acc {
             Par::Seq,
         );
         let update = !self.step.sums.is_empty();
-        for (r, label) in labels.iter_mut().enumerate() {
-            let dots = self.dots.col_as_slice(r);
+        let norms = &norms[..k];
+        let step = &mut self.step;
+        for ((r, label), row) in labels.iter_mut().enumerate().zip(rows.chunks_exact(d)) {
+            let dots = &self.dots.col_as_slice(r)[..k];
+            // Branch-free: which centroid wins is unpredictable where clusters meet.
             let mut best = 0;
             let mut best_d = norms[0] - 2.0 * dots[0];
             for c in 1..k {
                 let dist = norms[c] - 2.0 * dots[c];
-                if dist < best_d {
-                    best_d = dist;
-                    best = c;
-                }
+                let nearer = dist < best_d;
+                best_d = if nearer { dist } else { best_d };
+                best = if nearer { c } else { best };
             }
-            if *label != best {
-                self.step.changed += 1;
-                *label = best;
-            }
-            self.step.counts[best] += 1;
+            step.changed += usize::from(*label != best);
+            *label = best;
+            step.counts[best] += 1;
             if update {
-                let row = &rows[r * d..(r + 1) * d];
-                let sum = &mut self.step.sums[best * d..(best + 1) * d];
+                let sum = &mut step.sums[best * d..(best + 1) * d];
                 sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            } else {
+                step.inertia += sq_dist(row, &centres_rows[best * d..(best + 1) * d]);
             }
         }
     }
@@ -253,11 +255,12 @@ impl Acc {
     fn run(
         rows: &[f64],
         labels: &mut [usize],
-        centres: MatRef<'_, f64>,
+        centres: &[f64],
         norms: &[f64],
         update: bool,
     ) -> Step {
-        let (k, d) = (centres.nrows(), centres.ncols());
+        let k = norms.len();
+        let d = centres.len() / k;
         let mut acc = Acc::new(k, d, update);
         for (r, l) in rows.chunks(CHUNK * d).zip(labels.chunks_mut(CHUNK)) {
             acc.chunk(r, l, centres, norms);
@@ -277,6 +280,7 @@ impl Step {
             .zip(&other.counts)
             .for_each(|(s, v)| *s += v);
         self.changed += other.changed;
+        self.inertia += other.inertia;
     }
 }
 
@@ -286,7 +290,7 @@ impl Step {
 fn assign(x: Matrix<'_>, centres: &[f64], labels: &mut [usize], update: bool) -> Step {
     let (n, d) = (x.rows(), x.cols());
     let k = centres.len() / d;
-    let c = MatRef::from_row_major_slice(centres, k, d);
+    let c = centres;
     let norms: Vec<f64> = centres
         .chunks_exact(d)
         .map(|r| r.iter().map(|v| v * v).sum())

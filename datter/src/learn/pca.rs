@@ -238,7 +238,6 @@ fn column_means(x: Matrix<'_>) -> Result<Vec<f64>, LearnError> {
 struct Gram {
     gram: Mat<f64>,
     sums: Vec<f64>,
-    buf: Vec<f64>,
 }
 
 impl Gram {
@@ -246,16 +245,22 @@ impl Gram {
         Gram {
             gram: Mat::zeros(d, d),
             sums: vec![0.0; d],
-            buf: Vec::new(),
         }
     }
 
-    /// Adds a chunk of rows (whose first row is `first`) shifted by `shift`.
-    fn add(&mut self, chunk: &[f64], shift: &[f64], first: usize) -> Result<(), LearnError> {
+    /// Adds a chunk of rows (whose first row is `first`) shifted by `shift`, copied shifted
+    /// into `buf`.
+    fn add(
+        &mut self,
+        chunk: &[f64],
+        shift: &[f64],
+        first: usize,
+        buf: &mut Vec<f64>,
+    ) -> Result<(), LearnError> {
         let d = shift.len();
         let rows = chunk.len() / d;
-        self.buf.resize(chunk.len(), 0.0);
-        let buf = &mut self.buf[..chunk.len()];
+        buf.resize(chunk.len(), 0.0);
+        let buf = &mut buf[..chunk.len()];
         let mut sums = vec![0.0; d];
         for (src, dst) in chunk.chunks_exact(d).zip(buf.chunks_exact_mut(d)) {
             for j in 0..d {
@@ -296,12 +301,18 @@ impl Gram {
     }
 
     /// The Gram matrix of a run of rows (whose first row is `first`), a chunk at a time.
-    fn of_run(run: &[f64], shift: &[f64], first: usize) -> Result<Gram, LearnError> {
+    /// `buf` is the thread's scratch for a shifted chunk.
+    fn of_run(
+        run: &[f64],
+        shift: &[f64],
+        first: usize,
+        buf: &mut Vec<f64>,
+    ) -> Result<Gram, LearnError> {
         let d = shift.len();
         let rows = chunk_rows(d);
         let mut g = Gram::new(d);
         for (i, chunk) in run.chunks(rows * d).enumerate() {
-            g.add(chunk, shift, first + i * rows)?;
+            g.add(chunk, shift, first + i * rows, buf)?;
         }
         Ok(g)
     }
@@ -320,7 +331,7 @@ fn covariance(x: Matrix<'_>, shift: &[f64]) -> Result<(Mat<f64>, Vec<f64>, bool)
             .data()
             .par_chunks(run * d)
             .enumerate()
-            .map(|(i, r)| Gram::of_run(r, shift, i * run))
+            .map_init(Vec::new, |buf, (i, r)| Gram::of_run(r, shift, i * run, buf))
             .collect::<Result<_, _>>()?;
         let mut g = Gram::new(d);
         for p in &parts {
@@ -328,7 +339,7 @@ fn covariance(x: Matrix<'_>, shift: &[f64]) -> Result<(Mat<f64>, Vec<f64>, bool)
         }
         g
     } else {
-        Gram::of_run(x.data(), shift, 0)?
+        Gram::of_run(x.data(), shift, 0, &mut Vec::new())?
     };
     #[allow(clippy::cast_precision_loss)]
     let n = x.rows() as f64;
