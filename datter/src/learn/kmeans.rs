@@ -216,13 +216,13 @@ impl Acc {
             self.dots = Mat::zeros(k, m);
         }
         let xs = MatRef::from_row_major_slice(rows, m, d);
-        // dots[(c, r)] = c · x_r: each row's k dots are one contiguous column.
+        // dots[(c, r)] = −2 c · x_r: each row's k products are one contiguous column.
         matmul(
             self.dots.as_mut(),
             Accum::Replace,
             centres,
             xs.transpose(),
-            1.0,
+            -2.0,
             Par::Seq,
         );
         let update = !self.step.sums.is_empty();
@@ -232,9 +232,9 @@ impl Acc {
             let dots = &self.dots.col_as_slice(r)[..k];
             // Branch-free: which centroid wins is unpredictable where clusters meet.
             let mut best = 0;
-            let mut best_d = norms[0] - 2.0 * dots[0];
+            let mut best_d = norms[0] + dots[0];
             for c in 1..k {
-                let dist = norms[c] - 2.0 * dots[c];
+                let dist = norms[c] + dots[c];
                 let nearer = dist < best_d;
                 best_d = if nearer { dist } else { best_d };
                 best = if nearer { c } else { best };
@@ -258,13 +258,17 @@ impl Acc {
         centres: &[f64],
         norms: &[f64],
         update: bool,
+        dots: &mut Mat<f64>,
     ) -> Step {
         let k = norms.len();
         let d = centres.len() / k;
         let mut acc = Acc::new(k, d, update);
+        // The thread's scratch for the products, kept from run to run.
+        acc.dots = std::mem::replace(dots, Mat::zeros(0, 0));
         for (r, l) in rows.chunks(CHUNK * d).zip(labels.chunks_mut(CHUNK)) {
             acc.chunk(r, l, centres, norms);
         }
+        *dots = acc.dots;
         acc.step
     }
 }
@@ -296,14 +300,17 @@ fn assign(x: Matrix<'_>, centres: &[f64], labels: &mut [usize], update: bool) ->
         .map(|r| r.iter().map(|v| v * v).sum())
         .collect();
     if !x.large() {
-        return Acc::run(x.data(), labels, c, &norms, update);
+        return Acc::run(x.data(), labels, c, &norms, update, &mut Mat::zeros(0, 0));
     }
     let run = run_rows(n, CHUNK, (n / (8 * k)).clamp(1, 64));
     let parts: Vec<Step> = x
         .data()
         .par_chunks(run * d)
         .zip(labels.par_chunks_mut(run))
-        .map(|(rows, labels)| Acc::run(rows, labels, c, &norms, update))
+        .map_init(
+            || Mat::zeros(0, 0),
+            |dots, (rows, labels)| Acc::run(rows, labels, c, &norms, update, dots),
+        )
         .collect();
     let mut all = Acc::new(k, d, update).step;
     for p in &parts {
