@@ -8,8 +8,8 @@ mod steps;
 
 pub use registry::{HANDOFF_DEFAULT, REDUCTIONS, lookup, ops};
 pub use run::{
-    Inputs, LABEL, Origin, Output, PARAM_PREFIX, PROVENANCE, RunError, Source, StepFailure, Table,
-    run,
+    CLUSTER, Inputs, LABEL, Origin, Output, PARAM_PREFIX, PROVENANCE, RunError, Source,
+    StepFailure, Table, run,
 };
 pub use spec::{OpSpec, ParamSpec, ParamType};
 pub use steps::{Step, StepError, check};

@@ -90,6 +90,34 @@ static OPS: &[OpSpec] = &[
         params: STAT,
     },
     OpSpec {
+        name: "pca",
+        aliases: &[],
+        params: &[
+            opt("components", T::Count),
+            opt("columns", T::Texts),
+            opt("centring", T::Choice(&crate::learn::Centring::NAMES)),
+        ],
+    },
+    OpSpec {
+        name: "kmeans",
+        aliases: &["kmean"],
+        params: &[
+            opt("k", T::Count),
+            opt("columns", T::Texts),
+            opt("seed", T::Count),
+            opt("iterations", T::Count),
+        ],
+    },
+    OpSpec {
+        name: "dbscan",
+        aliases: &[],
+        params: &[
+            opt("eps", T::Number),
+            opt("min_samples", T::Count),
+            opt("columns", T::Texts),
+        ],
+    },
+    OpSpec {
         name: "matrix",
         aliases: &[],
         params: &[

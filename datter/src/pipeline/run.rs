@@ -6,6 +6,13 @@
 //! it, and some also put a named table aside for the task's output (`matrix`, the statistics).
 //! Every op has defaults that fit what the step before produced, so a pipeline of bare op
 //! names runs.
+//!
+//! The learning ops work on the measured columns (every number column but the provenance,
+//! `label` and `cluster`) unless named: `pca` replaces them with `pc1..pcN` (2 by default, or
+//! fewer when there are fewer columns) and puts the explained variance aside as table `pca`;
+//! `kmeans` (or `kmean`; k = 3, seed 0, 300 iterations, k-means++) and `dbscan` (min_samples
+//! 5; eps by default the knee of the sorted k-distances, see [`crate::learn::default_eps`])
+//! write the `cluster` column (-1 for DBSCAN's noise).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +22,7 @@ use serde_json::{Map, Value};
 use super::steps::Step;
 use crate::expr::Expr;
 use crate::group::group_reduce;
+use crate::learn::{self, Centring, Init, KMeansOptions, LearnError};
 use crate::stats::Reduce;
 use crate::transform::{self, Scaling};
 use crate::{Column, DataError, Frame, ReadError};
@@ -25,6 +33,8 @@ pub const PROVENANCE: [&str; 4] = ["bundle", "address", "version", "file"];
 pub const PARAM_PREFIX: &str = "param.";
 /// The column `label` writes.
 pub const LABEL: &str = "label";
+/// The column `kmeans` and `dbscan` write.
+pub const CLUSTER: &str = "cluster";
 
 /// Where one input file came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,6 +203,42 @@ impl State {
                 let to = text(p, "to").unwrap_or(super::registry::HANDOFF_DEFAULT);
                 self.handoff = Some(to.to_owned());
             }
+            "pca" => self.pca(p)?,
+            "kmeans" => {
+                let columns = self.learn_columns(p)?;
+                let (data, d) = self.matrix(&columns)?;
+                let x = learn::Matrix::new(&data, d).map_err(|e| learn_error(e, &columns))?;
+                let opts = KMeansOptions {
+                    k: count(p, "k").unwrap_or(3),
+                    max_iter: count(p, "iterations").unwrap_or(300),
+                    tol: 1e-4,
+                    init: Init::PlusPlus {
+                        seed: p.get("seed").and_then(Value::as_u64).unwrap_or(0),
+                    },
+                };
+                let fit = learn::kmeans(x, &opts).map_err(|e| learn_error(e, &columns))?;
+                let labels = fit
+                    .labels
+                    .iter()
+                    .map(|&l| i64::try_from(l).unwrap_or(i64::MAX))
+                    .collect();
+                self.data.set(CLUSTER, Column::I64(labels))?;
+            }
+            "dbscan" => {
+                let columns = self.learn_columns(p)?;
+                let (data, d) = self.matrix(&columns)?;
+                let x = learn::Matrix::new(&data, d).map_err(|e| learn_error(e, &columns))?;
+                let min_samples = count(p, "min_samples").unwrap_or(5);
+                let eps = match p.get("eps").and_then(Value::as_f64) {
+                    Some(eps) => eps,
+                    None => {
+                        learn::default_eps(x, min_samples).map_err(|e| learn_error(e, &columns))?
+                    }
+                };
+                let fit =
+                    learn::dbscan(x, eps, min_samples).map_err(|e| learn_error(e, &columns))?;
+                self.data.set(CLUSTER, Column::I64(fit.labels))?;
+            }
             "matrix" => {
                 let metrics = match texts(p, "metrics") {
                     m if !m.is_empty() => m,
@@ -337,6 +383,71 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// `pca`: the named (or measured) columns replaced by their principal components, the
+    /// explained variance put aside.
+    fn pca(&mut self, p: &Map<String, Value>) -> Result<(), StepFailure> {
+        let columns = self.learn_columns(p)?;
+        let (data, d) = self.matrix(&columns)?;
+        let x = learn::Matrix::new(&data, d).map_err(|e| learn_error(e, &columns))?;
+        let k = count(p, "components").unwrap_or_else(|| 2.min(d).min(x.rows()));
+        let how = text(p, "centring")
+            .and_then(Centring::parse)
+            .unwrap_or_default();
+        let fit = learn::pca(x, k, how).map_err(|e| learn_error(e, &columns))?;
+        let scores = fit.transform(x).map_err(|e| learn_error(e, &columns))?;
+        let mut out = Vec::with_capacity(k + self.data.width());
+        let names: Vec<String> = (1..=k).map(|i| format!("pc{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            out.push((name.clone(), Column::F64(scores.col_as_slice(i).to_vec())));
+        }
+        for (name, col) in self.data.iter() {
+            if !columns.iter().any(|c| c == name) && !names.iter().any(|c| c == name) {
+                out.push((name.to_owned(), col.clone()));
+            }
+        }
+        self.data = Frame::from_columns(out)?;
+        let table = Frame::from_columns(vec![
+            ("component".to_owned(), Column::Text(names)),
+            (
+                "explained_variance".to_owned(),
+                Column::F64(fit.explained_variance),
+            ),
+            (
+                "explained_variance_ratio".to_owned(),
+                Column::F64(fit.explained_variance_ratio),
+            ),
+        ])?;
+        self.put_aside("pca", table);
+        Ok(())
+    }
+
+    /// A learning op's columns: `columns`, or the measured ones.
+    fn learn_columns(&self, p: &Map<String, Value>) -> Result<Vec<String>, DataError> {
+        match texts(p, "columns") {
+            c if !c.is_empty() => Ok(c),
+            _ => self.measured(),
+        }
+    }
+
+    /// The columns as a row-major matrix (every one a number column).
+    fn matrix(&self, columns: &[String]) -> Result<(Vec<f64>, usize), DataError> {
+        let cols: Vec<Vec<f64>> = columns
+            .iter()
+            .map(|c| self.data.numbers(c))
+            .collect::<Result<_, _>>()?;
+        let (n, d) = (self.data.rows(), cols.len());
+        if n == 0 {
+            return Err(DataError::Empty(
+                "there are no rows to learn from: check the inputs and any select".to_owned(),
+            ));
+        }
+        let mut data = Vec::with_capacity(n * d);
+        for r in 0..n {
+            data.extend(cols.iter().map(|c| c[r]));
+        }
+        Ok((data, d))
+    }
+
     /// The numeric columns that are measurements, not provenance.
     fn measured(&self) -> Result<Vec<String>, DataError> {
         let m: Vec<String> = self
@@ -395,7 +506,26 @@ impl State {
 }
 
 fn is_provenance(name: &str) -> bool {
-    PROVENANCE.contains(&name) || name.starts_with(PARAM_PREFIX) || name == LABEL
+    PROVENANCE.contains(&name) || name.starts_with(PARAM_PREFIX) || name == LABEL || name == CLUSTER
+}
+
+/// A learning function's refusal, naming the column for a missing value.
+fn learn_error(e: LearnError, columns: &[String]) -> DataError {
+    match e {
+        LearnError::NotFinite { row, col, value } => DataError::Invalid(format!(
+            "column {:?}, row {row}, is {}: drop those rows first (select) or name other columns",
+            columns.get(col).map_or("?", String::as_str),
+            if value.is_nan() {
+                "missing (NaN)".to_owned()
+            } else {
+                value.to_string()
+            },
+        )),
+        LearnError::NoColumns => {
+            DataError::Invalid("there are no columns to learn from".to_owned())
+        }
+        e => DataError::Invalid(e.to_string()),
+    }
 }
 
 /// Adds the provenance columns to one file's frame. A column of the file's own with one of
@@ -546,6 +676,99 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(out.data.get("version"), Some(&Column::I64(vec![1, 2])));
+    }
+
+    #[test]
+    fn the_learning_ops_run_on_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = inputs(dir.path());
+        // The seed's pipeline, to its first drawing op.
+        let out = go(json!(["access", "label", "pca", "scale"]), &inputs).unwrap();
+        assert_eq!(
+            out.data.names(),
+            [
+                "pc1", "pc2", "note", "bundle", "address", "version", "file", "param.lr", "label"
+            ]
+        );
+        let pca = &out.tables[0];
+        assert_eq!(pca.name, "pca");
+        assert_eq!(
+            pca.frame.names(),
+            [
+                "component",
+                "explained_variance",
+                "explained_variance_ratio"
+            ]
+        );
+        let ratio = pca.frame.numbers("explained_variance_ratio").unwrap();
+        assert!(ratio[0] >= ratio[1] && (ratio[0] + ratio[1] - 1.0).abs() < 1e-12);
+        // Scaled after: standardised scores.
+        let pc1 = out.data.numbers("pc1").unwrap();
+        assert!(pc1.iter().sum::<f64>().abs() < 1e-9);
+        for op in ["kmeans", "kmean", "dbscan"] {
+            let out = go(json!(["access", "label", "pca", "scale", op]), &inputs).unwrap();
+            let Some(Column::I64(c)) = out.data.get(CLUSTER) else {
+                panic!("{op}: no integer cluster column");
+            };
+            assert_eq!(c.len(), 9);
+            if op == "dbscan" {
+                assert!(c.iter().all(|&l| (-1..9).contains(&l)), "{c:?}");
+            } else {
+                let mut seen = c.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                assert_eq!(seen, [0, 1, 2], "{op}");
+            }
+            // The cluster is not measured: a scale after leaves it alone.
+            let out = go(json!(["access", op, "scale"]), &inputs).unwrap();
+            assert!(matches!(out.data.get(CLUSTER), Some(Column::I64(_))));
+        }
+        let out = go(
+            json!(["access", ["kmeans", {"k": 2, "columns": ["reward"], "seed": 7}]]),
+            &inputs,
+        )
+        .unwrap();
+        let Some(Column::I64(c)) = out.data.get(CLUSTER) else {
+            panic!("no cluster column")
+        };
+        // Rewards 0.1..0.5 apart from 0.6..0.9 (the split of least inertia).
+        let r = out.data.numbers("reward").unwrap();
+        for (v, l) in r.iter().zip(c) {
+            let low = c[r.iter().position(|&x| x < 0.3).unwrap()];
+            assert_eq!(*v < 0.55, *l == low, "{r:?} {c:?}");
+        }
+    }
+
+    #[test]
+    fn learning_ops_name_what_they_cannot_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = inputs(dir.path());
+        std::fs::write(dir.path().join("m1.csv"), "step,reward\n0,\n1,0.5\n").unwrap();
+        let e = go(json!(["access", "pca"]), &inputs)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "step 1 (pca): column \"reward\", row 3, is missing (NaN): drop those rows first (select) or name other columns"
+        );
+        let e = go(json!(["access", ["kmeans", {"k": 20}]]), &inputs)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "step 1 (kmeans): k-means with k = 20 needs at least 20 rows; the data has 8"
+        );
+        let e = go(json!(["access", ["dbscan", {"eps": 0}]]), &inputs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("eps must be a finite number above 0"), "{e}");
+        let e = go(
+            json!(["access", ["select", {"where": "step > 10"}], "pca"]),
+            &inputs,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no rows to learn from"), "{e}");
     }
 
     #[test]
