@@ -2,6 +2,8 @@
 //! margins are sized to the tick labels and titles, tick labels are thinned until they do not
 //! collide, and the legend goes where it hides no data (else outside the plot area).
 
+use rayon::prelude::*;
+
 use super::DrawError;
 use super::colour::{Rgba, by_value, finite_range, viridis};
 use super::marks::{Anchor, Canvas, DotColours, Layer, Mark, Rect, Role, Stroke, Text};
@@ -439,10 +441,10 @@ fn see(plot: &Plot) -> Result<Seen, DrawError> {
                 row_labels,
                 col_labels,
             } => {
-                if rows * cols != values.len() {
+                if rows.checked_mul(*cols) != Some(values.len()) {
                     return Err(DrawError::Lengths {
                         what: "heatmap cells (rows × cols, values)".into(),
-                        lengths: vec![rows * cols, values.len()],
+                        lengths: vec![rows.saturating_mul(*cols), values.len()],
                     });
                 }
                 if x.cats.is_none() && y.cats.is_none() {
@@ -1104,20 +1106,35 @@ fn dots(
     range: Option<(f64, f64)>,
     map: &Map,
 ) -> Mark {
-    let mut xy = Vec::with_capacity(x.len());
-    let each: Option<Vec<Rgba>> = match colours {
+    let each: Option<std::borrow::Cow<[Rgba]>> = match colours {
         PointColours::Series => None,
-        PointColours::Each(c) => Some(c.clone()),
-        PointColours::Values(v) => Some(by_value_in(v, range)),
+        PointColours::Each(c) => Some(std::borrow::Cow::Borrowed(&c[..])),
+        PointColours::Values(v) => Some(std::borrow::Cow::Owned(by_value_in(v, range))),
     };
-    let mut kept = Vec::with_capacity(if each.is_some() { x.len() } else { 0 });
-    for i in 0..x.len() {
-        if let Some((px, py)) = map.point(x[i], y[i]) {
-            xy.push([px, py]);
-            if let Some(c) = &each {
-                kept.push(c[i]);
+    // Mapped in chunks on rayon's threads; the chunks keep the points' order.
+    let chunk = 1 << 16;
+    let parts: Vec<(Vec<[f32; 2]>, Vec<Rgba>)> = (0..x.len().div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(x.len()));
+            let mut xy = Vec::with_capacity(hi - lo);
+            let mut kept = Vec::new();
+            for i in lo..hi {
+                if let Some((px, py)) = map.point(x[i], y[i]) {
+                    xy.push([px, py]);
+                    if let Some(c) = &each {
+                        kept.push(c[i]);
+                    }
+                }
             }
-        }
+            (xy, kept)
+        })
+        .collect();
+    let mut xy = Vec::with_capacity(x.len());
+    let mut kept = Vec::with_capacity(if each.is_some() { x.len() } else { 0 });
+    for (p, k) in parts {
+        xy.extend_from_slice(&p);
+        kept.extend_from_slice(&k);
     }
     let colours = if each.is_some() {
         DotColours::Each(kept)
