@@ -450,7 +450,7 @@ fn log_axis_long_labels_and_annotations() {
     });
     let svg = check("log", &Figure::new(600, 300, plot));
     let ts = texts(&svg);
-    assert!(with_class(&ts, "tick-x").contains(&"1000"));
+    assert!(with_class(&ts, "tick-x").contains(&"100"));
     assert!(with_class(&ts, "legend")[0].ends_with('…'));
     assert!(with_class(&ts, "note").contains(&"a <note> & more"));
 }
@@ -480,4 +480,34 @@ fn dense_scatter_is_embedded_as_an_image_in_svg() {
     assert!(svg.len() < 2_000_000, "{} bytes", svg.len());
     let png = fig.to_png().unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+}
+
+#[test]
+fn a_crowded_small_grid_keeps_its_text_apart() {
+    let x: Vec<f64> = (0..50).map(f64::from).collect();
+    let figs = (0..9)
+        .map(|k| {
+            let mut p = Plot::new("step", "value");
+            for j in 0..12 {
+                let y = x
+                    .iter()
+                    .map(|v| (v / 7.0 + f64::from(j)).sin() * 1e4 * f64::from(k + 1))
+                    .collect();
+                p.add(Series::line(format!("series {j}"), x.clone(), y));
+            }
+            Figure::sub(format!("run {k}"), p)
+        })
+        .collect();
+    let svg = check(
+        "crowded",
+        &Figure::grid(900, 700, 3, figs).with_title("Nine runs"),
+    );
+    let ts = texts(&svg);
+    assert!(
+        with_class(&ts, "legend")
+            .iter()
+            .any(|t| t.starts_with("… ")),
+        "the legend says what it left out"
+    );
+    assert_eq!(with_class(&ts, "title").len(), 10);
 }

@@ -79,7 +79,7 @@ fn figure(fig: &Figure, rect: Rect, depth: usize, out: &mut Vec<Layer>) -> Resul
         body = Rect::new(rect.x, rect.y + used, rect.w, rect.h - used);
     }
     match &fig.body {
-        Body::Plot(plot) => plot_area(plot, body, fig.title.is_some(), out),
+        Body::Plot(plot) => plot_area(plot, body, out),
         Body::Grid { cols, figures } => {
             let cols = (*cols).max(1);
             let rows = figures.len().div_ceil(cols).max(1);
@@ -312,25 +312,31 @@ fn axis_ticks(
         return Ok(full.into_iter().take(1).collect());
     }
     let per = if horizontal { 80.0 } else { 45.0 };
-    let mut target = ((len / per) as usize).clamp(2, 10);
-    loop {
-        let t = if ax.log {
+    let start = ((len / per).round() as usize + 1).clamp(3, 10);
+    let at = |target: usize| -> Result<Vec<Tick>, DrawError> {
+        if ax.log {
             let v = ticks::log(ax.lo, ax.hi, target);
             let labels = v.iter().map(|&d| ticks::log_label(d)).collect();
-            make(&v, labels)?
+            make(&v, labels)
         } else {
             let (v, step) = ticks::linear(ax.lo, ax.hi, target);
             let labels = ticks::labels(&v, step);
-            make(&v, labels)?
-        };
-        if fits(&t) || target <= 1 {
-            if fits(&t) {
-                return Ok(t);
-            }
-            return Ok(t.into_iter().take(1).collect());
+            make(&v, labels)
         }
-        target -= 1;
+    };
+    // The most ticks up to the wanted count whose labels keep apart, at least two of them;
+    // a coarse step can leave a single tick in the range, so finer steps are tried too.
+    let mut single = None;
+    for target in (1..=start).rev().chain(start + 1..=20) {
+        let t = at(target)?;
+        if t.len() >= 2 && fits(&t) {
+            return Ok(t);
+        }
+        if t.len() == 1 && single.is_none() {
+            single = Some(t);
+        }
     }
+    Ok(single.unwrap_or_default())
 }
 
 /// A legend entry: its name, colour and swatch.
@@ -550,6 +556,11 @@ fn set_range(
 }
 
 fn entries(plot: &Plot) -> Vec<Entry> {
+    let hists = plot
+        .series
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Histogram { .. }))
+        .count();
     plot.series
         .iter()
         .filter_map(|s| {
@@ -570,6 +581,8 @@ fn entries(plot: &Plot) -> Vec<Entry> {
                     colours: PointColours::Values(_),
                     ..
                 } => Some(viridis(0.6)),
+                // Overlapping histograms are drawn see-through; so are their swatches.
+                Kind::Histogram { .. } if hists > 1 => s.colour.map(|c| c.with_alpha(150)),
                 _ => s.colour,
             };
             Some(Entry {
@@ -715,12 +728,7 @@ impl Map<'_> {
     }
 }
 
-fn plot_area(
-    plot: &Plot,
-    rect: Rect,
-    _titled: bool,
-    out: &mut Vec<Layer>,
-) -> Result<(), DrawError> {
+fn plot_area(plot: &Plot, rect: Rect, out: &mut Vec<Layer>) -> Result<(), DrawError> {
     let m = metrics()?;
     let seen = see(plot)?;
     let entries = if plot.legend == LegendPlace::Hidden {
@@ -734,7 +742,8 @@ fn plot_area(
         None => None,
     };
     let bar_w = bar.as_ref().map_or(0.0, |b| b.width);
-    let legend = legend_size(&entries, rect.h, &m)?;
+    // The legend may be as tall as the plot area about is.
+    let legend = legend_size(&entries, rect.h - 3.0 * m.tick_h - 2.0 * PAD, &m)?;
     let outside_w = legend.as_ref().map_or(0.0, |l| l.w + 2.0 * PAD);
     let mut fr = frame(plot, &seen, rect, bar_w, &m)?;
     let mut legend_at = None;

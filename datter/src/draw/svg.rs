@@ -205,6 +205,7 @@ fn write_mark(
                 embed(s, mark, layer, canvas)?;
             } else {
                 let (cw, ch) = (rect.w / *cols as f32, rect.h / *rows as f32);
+                s.push_str(r#"<g shape-rendering="crispEdges">"#);
                 for (i, c) in colours.iter().enumerate().take(cols * rows) {
                     let (r, k) = (i / cols, i % cols);
                     // A hair of overlap so no seams show between cells.
@@ -219,6 +220,7 @@ fn write_mark(
                     paint(s, Some(*c), None);
                     s.push_str("/>\n");
                 }
+                s.push_str("</g>\n");
             }
         }
         Mark::Text(t) => {
