@@ -12,11 +12,11 @@ use super::text::measure;
 use super::ticks;
 
 /// Text sizes and spacing, in pixels.
-const TITLE: f32 = 16.0;
-const SUB_TITLE: f32 = 14.0;
-const AXIS_TITLE: f32 = 13.0;
-const TICK: f32 = 11.5;
-const LEGEND: f32 = 11.5;
+const TITLE_SIZE: f32 = 16.0;
+const SUB_TITLE_SIZE: f32 = 14.0;
+const AXIS_TITLE_SIZE: f32 = 13.0;
+const TICK_SIZE: f32 = 11.5;
+const LEGEND_SIZE: f32 = 11.5;
 const PAD: f32 = 6.0;
 const TICK_LEN: f32 = 5.0;
 /// Least free room between two neighbouring tick labels.
@@ -43,19 +43,27 @@ pub fn layout(fig: &Figure) -> Result<Canvas, DrawError> {
         height: h,
         layers: Vec::new(),
     };
+    let m = metrics(fig.text_scale)?;
     figure(
         fig,
         Rect::new(0.0, 0.0, w as f32, h as f32),
         0,
+        &m,
         &mut canvas.layers,
     )?;
     Ok(canvas)
 }
 
-fn figure(fig: &Figure, rect: Rect, depth: usize, out: &mut Vec<Layer>) -> Result<(), DrawError> {
+fn figure(
+    fig: &Figure,
+    rect: Rect,
+    depth: usize,
+    m: &Metrics,
+    out: &mut Vec<Layer>,
+) -> Result<(), DrawError> {
     let mut body = rect;
     if let Some(title) = fig.title.as_deref().filter(|t| !t.is_empty()) {
-        let size = if depth == 0 { TITLE } else { SUB_TITLE };
+        let size = if depth == 0 { m.title } else { m.sub_title };
         let t = fit(title, size, true, rect.w - 2.0 * PAD)?;
         let e = measure(&t, size, true)?;
         let y = rect.y + PAD + e.ascent;
@@ -79,7 +87,7 @@ fn figure(fig: &Figure, rect: Rect, depth: usize, out: &mut Vec<Layer>) -> Resul
         body = Rect::new(rect.x, rect.y + used, rect.w, rect.h - used);
     }
     match &fig.body {
-        Body::Plot(plot) => plot_area(plot, body, out),
+        Body::Plot(plot) => plot_area(plot, body, m, out),
         Body::Grid { cols, figures } => {
             let cols = (*cols).max(1);
             let rows = figures.len().div_ceil(cols).max(1);
@@ -87,7 +95,7 @@ fn figure(fig: &Figure, rect: Rect, depth: usize, out: &mut Vec<Layer>) -> Resul
             for (i, f) in figures.iter().enumerate() {
                 let (r, c) = (i / cols, i % cols);
                 let cell = Rect::new(body.x + c as f32 * cw, body.y + r as f32 * ch, cw, ch);
-                figure(f, cell, depth + 1, out)?;
+                figure(f, cell, depth + 1, m, out)?;
             }
             Ok(())
         }
@@ -227,6 +235,11 @@ fn bins(values: &[f64], bins: usize, ax: &Ax) -> (Vec<f64>, Vec<f64>) {
 
 /// Sizes that do not depend on the data.
 struct Metrics {
+    title: f32,
+    sub_title: f32,
+    axis_title: f32,
+    tick: f32,
+    legend: f32,
     tick_h: f32,
     tick_ascent: f32,
     title_h: f32,
@@ -235,11 +248,26 @@ struct Metrics {
     legend_ascent: f32,
 }
 
-fn metrics() -> Result<Metrics, DrawError> {
-    let t = measure("0", TICK, false)?;
-    let a = measure("A", AXIS_TITLE, false)?;
-    let l = measure("A", LEGEND, false)?;
+fn metrics(scale: f32) -> Result<Metrics, DrawError> {
+    let scale = if scale.is_finite() {
+        scale.clamp(0.25, 8.0)
+    } else {
+        1.0
+    };
+    let (tick, axis_title, legend) = (
+        TICK_SIZE * scale,
+        AXIS_TITLE_SIZE * scale,
+        LEGEND_SIZE * scale,
+    );
+    let t = measure("0", tick, false)?;
+    let a = measure("A", axis_title, false)?;
+    let l = measure("A", legend, false)?;
     Ok(Metrics {
+        title: TITLE_SIZE * scale,
+        sub_title: SUB_TITLE_SIZE * scale,
+        axis_title,
+        tick,
+        legend,
         tick_h: t.height(),
         tick_ascent: t.ascent,
         title_h: a.height(),
@@ -290,8 +318,8 @@ fn axis_ticks(
             .iter()
             .zip(labels)
             .map(|(&u, label)| {
-                let label = fit(&label, TICK, false, MAX_LABEL)?;
-                let width = measure(&label, TICK, false)?.width;
+                let label = fit(&label, m.tick, false, MAX_LABEL)?;
+                let width = measure(&label, m.tick, false)?.width;
                 Ok(Tick {
                     at: place(u),
                     label,
@@ -728,8 +756,7 @@ impl Map<'_> {
     }
 }
 
-fn plot_area(plot: &Plot, rect: Rect, out: &mut Vec<Layer>) -> Result<(), DrawError> {
-    let m = metrics()?;
+fn plot_area(plot: &Plot, rect: Rect, m: &Metrics, out: &mut Vec<Layer>) -> Result<(), DrawError> {
     let seen = see(plot)?;
     let entries = if plot.legend == LegendPlace::Hidden {
         Vec::new()
@@ -738,14 +765,14 @@ fn plot_area(plot: &Plot, rect: Rect, out: &mut Vec<Layer>) -> Result<(), DrawEr
     };
     // The colour bar's labels decide its width.
     let bar = match seen.colour_range {
-        Some(r) => Some(colour_bar_ticks(r, &m)?),
+        Some(r) => Some(colour_bar_ticks(r, m)?),
         None => None,
     };
     let bar_w = bar.as_ref().map_or(0.0, |b| b.width);
     // The legend may be as tall as the plot area about is.
-    let legend = legend_size(&entries, rect.h - 3.0 * m.tick_h - 2.0 * PAD, &m)?;
+    let legend = legend_size(&entries, rect.h - 3.0 * m.tick_h - 2.0 * PAD, m)?;
     let outside_w = legend.as_ref().map_or(0.0, |l| l.w + 2.0 * PAD);
-    let mut fr = frame(plot, &seen, rect, bar_w, &m)?;
+    let mut fr = frame(plot, &seen, rect, bar_w, m)?;
     let mut legend_at = None;
     let dots_mark_cap = 200_000usize;
     if let Some(size) = &legend {
@@ -768,7 +795,7 @@ fn plot_area(plot: &Plot, rect: Rect, out: &mut Vec<Layer>) -> Result<(), DrawEr
             outside = legend_at.is_none();
         }
         if outside {
-            fr = frame(plot, &seen, rect, bar_w + outside_w, &m)?;
+            fr = frame(plot, &seen, rect, bar_w + outside_w, m)?;
             let x = fr.area.right() + bar_w + PAD * 1.5;
             legend_at = Some(Rect::new(x, fr.area.y, size.w, size.h));
         }
@@ -806,14 +833,14 @@ fn plot_area(plot: &Plot, rect: Rect, out: &mut Vec<Layer>) -> Result<(), DrawEr
     }
     out.push(back);
 
-    out.push(series_layer(plot, &seen, &map)?);
-    out.push(annotation_layer(plot, &map)?);
-    out.push(axes_layer(plot, &fr, &m)?);
+    out.push(series_layer(plot, &seen, &map, m)?);
+    out.push(annotation_layer(plot, &map, m)?);
+    out.push(axes_layer(plot, &fr, m)?);
     if let (Some(size), Some(at)) = (&legend, legend_at) {
-        out.push(legend_layer(&entries, size, at, &m)?);
+        out.push(legend_layer(&entries, size, at, m)?);
     }
     if let (Some(b), Some(r)) = (&bar, seen.colour_range) {
-        out.push(colour_bar_layer(b, r, fr.area)?);
+        out.push(colour_bar_layer(b, r, fr.area, m)?);
     }
     if seen.empty {
         let c = (fr.area.x + fr.area.w / 2.0, fr.area.y + fr.area.h / 2.0);
@@ -821,7 +848,7 @@ fn plot_area(plot: &Plot, rect: Rect, out: &mut Vec<Layer>) -> Result<(), DrawEr
             c.0,
             c.1,
             "no data".into(),
-            AXIS_TITLE,
+            m.axis_title,
             Anchor::Middle,
             false,
             Rgba::GREY,
@@ -943,7 +970,7 @@ fn bar_rects(
     out
 }
 
-fn series_layer(plot: &Plot, seen: &Seen, map: &Map) -> Result<Layer, DrawError> {
+fn series_layer(plot: &Plot, seen: &Seen, map: &Map, m: &Metrics) -> Result<Layer, DrawError> {
     let mut layer = Layer {
         clip: Some(map.area),
         class: "data",
@@ -1035,7 +1062,7 @@ fn series_layer(plot: &Plot, seen: &Seen, map: &Map) -> Result<Layer, DrawError>
                     colours: colours.clone(),
                 });
                 if rows * cols <= MAX_CELL_LABELS && rows * cols > 0 {
-                    cell_labels(&mut layer, *rows, *cols, values, &colours, map.area)?;
+                    cell_labels(&mut layer, *rows, *cols, values, &colours, map.area, m)?;
                 }
             }
         }
@@ -1066,9 +1093,10 @@ fn cell_labels(
     values: &[f64],
     colours: &[Rgba],
     area: Rect,
+    m: &Metrics,
 ) -> Result<(), DrawError> {
     let (cw, ch) = (area.w / cols as f32, area.h / rows as f32);
-    let size = TICK.min(ch * 0.55);
+    let size = m.tick.min(ch * 0.55);
     if size < 7.0 {
         return Ok(());
     }
@@ -1157,7 +1185,7 @@ fn dots(
     }
 }
 
-fn annotation_layer(plot: &Plot, map: &Map) -> Result<Layer, DrawError> {
+fn annotation_layer(plot: &Plot, map: &Map, m: &Metrics) -> Result<Layer, DrawError> {
     let mut layer = Layer {
         clip: Some(map.area),
         class: "annotations",
@@ -1213,7 +1241,7 @@ fn annotation_layer(plot: &Plot, map: &Map) -> Result<Layer, DrawError> {
                         px,
                         py,
                         s.clone(),
-                        LEGEND,
+                        m.legend,
                         Anchor::Start,
                         false,
                         *colour,
@@ -1244,7 +1272,7 @@ fn annotation_layer(plot: &Plot, map: &Map) -> Result<Layer, DrawError> {
                             px + 7.0,
                             py - 4.0,
                             l.clone(),
-                            LEGEND,
+                            m.legend,
                             Anchor::Start,
                             false,
                             colour.darker(),
@@ -1315,7 +1343,7 @@ fn annotation_layer(plot: &Plot, map: &Map) -> Result<Layer, DrawError> {
                     }
                 };
                 if let Some(l) = label {
-                    let e = measure(l, LEGEND, true)?;
+                    let e = measure(l, m.legend, true)?;
                     let x = top.0.clamp(
                         a.x + e.width / 2.0 + 2.0,
                         (a.right() - e.width / 2.0 - 2.0).max(a.x + e.width / 2.0 + 2.0),
@@ -1337,7 +1365,7 @@ fn annotation_layer(plot: &Plot, map: &Map) -> Result<Layer, DrawError> {
                         x,
                         y,
                         l.clone(),
-                        LEGEND,
+                        m.legend,
                         Anchor::Middle,
                         false,
                         colour.darker(),
@@ -1490,7 +1518,7 @@ fn axes_layer(plot: &Plot, fr: &Frame, m: &Metrics) -> Result<Layer, DrawError> 
             t.at,
             y,
             t.label.clone(),
-            TICK,
+            m.tick,
             Anchor::Middle,
             false,
             Rgba::INK,
@@ -1507,7 +1535,7 @@ fn axes_layer(plot: &Plot, fr: &Frame, m: &Metrics) -> Result<Layer, DrawError> 
             a.x - TICK_LEN - 3.0,
             y,
             t.label.clone(),
-            TICK,
+            m.tick,
             Anchor::End,
             false,
             Rgba::INK,
@@ -1516,13 +1544,13 @@ fn axes_layer(plot: &Plot, fr: &Frame, m: &Metrics) -> Result<Layer, DrawError> 
         )?);
     }
     if let Some(title) = plot.x.title.as_deref().filter(|t| !t.is_empty()) {
-        let t = fit(title, AXIS_TITLE, false, a.w)?;
+        let t = fit(title, m.axis_title, false, a.w)?;
         let y = a.bottom() + TICK_LEN + 3.0 + m.tick_h + PAD + m.title_ascent;
         layer.marks.push(text(
             a.x + a.w / 2.0,
             y,
             t,
-            AXIS_TITLE,
+            m.axis_title,
             Anchor::Middle,
             false,
             Rgba::INK,
@@ -1531,14 +1559,14 @@ fn axes_layer(plot: &Plot, fr: &Frame, m: &Metrics) -> Result<Layer, DrawError> 
         )?);
     }
     if let Some(title) = plot.y.title.as_deref().filter(|t| !t.is_empty()) {
-        let t = fit(title, AXIS_TITLE, false, a.h)?;
+        let t = fit(title, m.axis_title, false, a.h)?;
         let widest = fr.yt.iter().fold(0.0f32, |w, t| w.max(t.width));
         let x = a.x - TICK_LEN - 3.0 - widest - PAD - (m.title_h - m.title_ascent);
         layer.marks.push(text(
             x,
             a.y + a.h / 2.0,
             t,
-            AXIS_TITLE,
+            m.axis_title,
             Anchor::Middle,
             true,
             Rgba::INK,
@@ -1569,7 +1597,7 @@ fn legend_size(entries: &[Entry], room: f32, m: &Metrics) -> Result<Option<Legen
     let mut shown = entries.len().min(fits);
     let mut names: Vec<String> = Vec::new();
     for e in &entries[..shown] {
-        names.push(fit(&e.name, LEGEND, false, MAX_LEGEND)?);
+        names.push(fit(&e.name, m.legend, false, MAX_LEGEND)?);
     }
     if shown < entries.len() && shown > 0 {
         shown -= 1;
@@ -1578,7 +1606,7 @@ fn legend_size(entries: &[Entry], room: f32, m: &Metrics) -> Result<Option<Legen
     }
     let mut widest = 0.0f32;
     for n in &names {
-        widest = widest.max(measure(n, LEGEND, false)?.width);
+        widest = widest.max(measure(n, m.legend, false)?.width);
     }
     let w = PAD + SWATCH + PAD + widest + PAD;
     let h = PAD * 0.7 + names.len() as f32 * row + PAD * 0.7;
@@ -1642,7 +1670,7 @@ fn legend_layer(
             sx + SWATCH + PAD,
             y,
             name.clone(),
-            LEGEND,
+            m.legend,
             Anchor::Start,
             false,
             Rgba::INK,
@@ -1663,13 +1691,13 @@ struct ColourBar {
 const BAR_GAP: f32 = 14.0;
 const BAR_W: f32 = 14.0;
 
-fn colour_bar_ticks(range: (f64, f64), _m: &Metrics) -> Result<ColourBar, DrawError> {
+fn colour_bar_ticks(range: (f64, f64), m: &Metrics) -> Result<ColourBar, DrawError> {
     let (lo, hi) = widen(Some(range), false);
     let (values, step) = ticks::linear(lo, hi, 5);
     let labels = ticks::labels(&values, step);
     let mut widest = 0.0f32;
     for l in &labels {
-        widest = widest.max(measure(l, TICK, false)?.width);
+        widest = widest.max(measure(l, m.tick, false)?.width);
     }
     Ok(ColourBar {
         values,
@@ -1678,7 +1706,12 @@ fn colour_bar_ticks(range: (f64, f64), _m: &Metrics) -> Result<ColourBar, DrawEr
     })
 }
 
-fn colour_bar_layer(b: &ColourBar, range: (f64, f64), area: Rect) -> Result<Layer, DrawError> {
+fn colour_bar_layer(
+    b: &ColourBar,
+    range: (f64, f64),
+    area: Rect,
+    m: &Metrics,
+) -> Result<Layer, DrawError> {
     let (lo, hi) = widen(Some(range), false);
     let rect = Rect::new(area.right() + BAR_GAP, area.y, BAR_W, area.h);
     let steps = 128usize;
@@ -1705,7 +1738,7 @@ fn colour_bar_layer(b: &ColourBar, range: (f64, f64), area: Rect) -> Result<Laye
         fill: None,
         stroke: Some(ink),
     });
-    let e = measure("0", TICK, false)?;
+    let e = measure("0", m.tick, false)?;
     for (v, l) in b.values.iter().zip(&b.labels) {
         let y = rect.bottom() - ((v - lo) / (hi - lo)) as f32 * rect.h;
         layer
@@ -1716,7 +1749,7 @@ fn colour_bar_layer(b: &ColourBar, range: (f64, f64), area: Rect) -> Result<Laye
             rect.right() + TICK_LEN + 3.0,
             ty,
             l.clone(),
-            TICK,
+            m.tick,
             Anchor::Start,
             false,
             Rgba::INK,

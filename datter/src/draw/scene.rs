@@ -15,6 +15,9 @@ pub struct Figure {
     pub height: u32,
     /// What it shows.
     pub body: Body,
+    /// Text sizes relative to the defaults (1: 16 px titles, 11.5 px tick labels); the
+    /// top-level figure's applies to its sub-figures too. Clamped to 0.25..=8.
+    pub text_scale: f32,
 }
 
 /// What a figure shows.
@@ -39,6 +42,7 @@ impl Figure {
             width,
             height,
             body: Body::Plot(Box::new(plot)),
+            text_scale: 1.0,
         }
     }
 
@@ -49,12 +53,19 @@ impl Figure {
             width,
             height,
             body: Body::Grid { cols, figures },
+            text_scale: 1.0,
         }
     }
 
     /// A sub-figure (for a grid) showing `plot` under `title`.
     pub fn sub(title: impl Into<String>, plot: Plot) -> Figure {
         Figure::new(0, 0, plot).with_title(title)
+    }
+
+    /// The same figure with its text `scale` times the default size (e.g. 1.5 for a poster).
+    pub fn with_text_scale(mut self, scale: f32) -> Figure {
+        self.text_scale = scale;
+        self
     }
 
     /// The same figure with a title.
