@@ -7,7 +7,7 @@
 
 use datter::draw::colour::by_category;
 use datter::draw::{
-    Annotation, Axis, ClusterStyle, Enclosure, Figure, Kind, LegendPlace, Plot, PointColours, Rgba,
+    Annotation, Axis, ClusterStyle, Enclosure, Figure, LegendPlace, Plot, PointColours, Rgba,
     Scale, Series,
 };
 
@@ -104,20 +104,12 @@ fn heatmap() -> Figure {
     let values: Vec<f64> = (0..rows * cols)
         .map(|i| ((i * 37) % 23) as f64 / 7.0)
         .collect();
-    let mut s = Series::heatmap(rows, cols, values);
-    if let Kind::Heatmap {
-        row_labels,
-        col_labels,
-        ..
-    } = &mut s.kind
-    {
-        *row_labels = Some(
-            ["1e-1", "1e-2", "1e-3", "1e-4", "1e-5"]
-                .map(String::from)
-                .to_vec(),
-        );
-        *col_labels = Some((0..cols).map(|c| format!("{}", 16 << c)).collect());
-    }
+    let s = Series::heatmap(rows, cols, values).with_cell_names(
+        ["1e-1", "1e-2", "1e-3", "1e-4", "1e-5"]
+            .map(String::from)
+            .to_vec(),
+        (0..cols).map(|c| format!("{}", 16 << c)).collect(),
+    );
     let mut plot = Plot::new("batch size", "learning rate");
     plot.add(s);
     Figure::new(700, 500, plot).with_title("Final loss")
@@ -463,17 +455,16 @@ fn dense_scatter_is_embedded_as_an_image_in_svg() {
     let y: Vec<f64> = (0..n).map(|_| r.normal()).collect();
     let values: Vec<f64> = x.iter().map(|v| v * v).collect();
     let mut plot = Plot::new("x", "y");
-    let mut s = Series::scatter("points", x.clone(), y.clone(), 1.5);
-    if let Kind::Scatter { colours, .. } = &mut s.kind {
-        *colours = PointColours::Values(values);
-    }
-    plot.add(s);
+    plot.add(
+        Series::scatter("points", x.clone(), y.clone(), 1.5)
+            .with_point_colours(PointColours::Values(values)),
+    );
     let cats: Vec<i64> = x.iter().map(|v| (v * 2.0).round() as i64).collect();
-    let mut each = Series::scatter("by category", x.iter().map(|v| v + 5.0).collect(), y, 1.5);
-    if let Kind::Scatter { colours, .. } = &mut each.kind {
-        *colours = PointColours::Each(by_category(&cats));
-    }
-    plot.add(each);
+    let moved = x.iter().map(|v| v + 5.0).collect();
+    plot.add(
+        Series::scatter("by category", moved, y, 1.5)
+            .with_point_colours(PointColours::Each(by_category(&cats))),
+    );
     let fig = Figure::new(800, 600, plot).with_title("50,000 points");
     let svg = check("dense", &fig);
     assert_eq!(svg.matches("<image ").count(), 2);
@@ -510,6 +501,27 @@ fn a_crowded_small_grid_keeps_its_text_apart() {
         "the legend says what it left out"
     );
     assert_eq!(with_class(&ts, "title").len(), 10);
+}
+
+#[test]
+fn a_large_heatmap_is_one_image_in_svg_and_unlabelled() {
+    let (rows, cols) = (80, 120);
+    let values: Vec<f64> = (0..rows * cols)
+        .map(|i| ((i % cols) as f64 / 9.0).sin() * ((i / cols) as f64 / 7.0).cos())
+        .collect();
+    let mut plot = Plot::new("column", "row");
+    plot.add(Series::heatmap(rows, cols, values));
+    let svg = check(
+        "heatmap-large",
+        &Figure::new(800, 600, plot).with_title("9,600 cells"),
+    );
+    assert_eq!(svg.matches("<image ").count(), 1);
+    assert!(with_class(&texts(&svg), "cell").is_empty());
+    let ticks = with_class(&texts(&svg), "tick-x").len();
+    assert!((2..=40).contains(&ticks), "{ticks} column labels, thinned");
+    let mut plot = Plot::default();
+    plot.add(Series::heatmap(2, 3, vec![1.0; 5]));
+    assert!(Figure::new(300, 200, plot).to_svg().is_err());
 }
 
 #[test]

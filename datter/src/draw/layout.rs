@@ -168,6 +168,9 @@ struct Ax {
     log: bool,
     /// Category names at 0, 1, …; the range is then -0.5 .. n-0.5.
     cats: Option<Vec<String>>,
+    /// The categories are read from the last (a heatmap's rows, top down): thinned labels
+    /// count from there.
+    cats_from_end: bool,
 }
 
 impl Ax {
@@ -331,13 +334,25 @@ fn axis_ticks(
     if let Some(cats) = &ax.cats {
         let all: Vec<f64> = (0..cats.len()).map(|i| i as f64).collect();
         let full = make(&all, cats.clone())?;
-        for every in 1..=cats.len().max(1) {
-            let t: Vec<Tick> = full.iter().step_by(every).cloned().collect();
-            if fits(&t) {
+        let first = if ax.cats_from_end {
+            cats.len().saturating_sub(1)
+        } else {
+            0
+        };
+        // Every 1st, 2nd, 5th, 10th, 20th, 25th, 50th, … label, counted from the first.
+        let steps = (0..8u32).flat_map(|e| [1usize, 2, 5].map(|m| m * 10usize.pow(e)));
+        for every in steps {
+            let t: Vec<Tick> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i.abs_diff(first) % every == 0)
+                .map(|(_, t)| t.clone())
+                .collect();
+            if fits(&t) || every >= cats.len() {
                 return Ok(t);
             }
         }
-        return Ok(full.into_iter().take(1).collect());
+        return Ok(full.into_iter().skip(first).take(1).collect());
     }
     let per = if horizontal { 80.0 } else { 45.0 };
     let start = ((len / per).round() as usize + 1).clamp(3, 10);
@@ -398,12 +413,14 @@ fn see(plot: &Plot) -> Result<Seen, DrawError> {
         hi: 1.0,
         log: xlog,
         cats: None,
+        cats_from_end: false,
     };
     let mut y = Ax {
         lo: 0.0,
         hi: 1.0,
         log: ylog,
         cats: None,
+        cats_from_end: false,
     };
     let (mut xr, mut yr): (Span, Span) = (None, None);
     let mut y_floor = false;
@@ -490,6 +507,7 @@ fn see(plot: &Plot) -> Result<Seen, DrawError> {
                     let mut r = names(row_labels, *rows);
                     r.reverse();
                     y.cats = Some(r);
+                    y.cats_from_end = true;
                 }
                 if let Some(r) = finite_range(values) {
                     colour_range = colour_range.or(Some(r));

@@ -239,6 +239,38 @@ impl Series {
         self
     }
 
+    /// The same scatter with its points coloured one by one or by value (other kinds are
+    /// left as they are).
+    pub fn with_point_colours(mut self, c: PointColours) -> Series {
+        if let Kind::Scatter { colours, .. } = &mut self.kind {
+            *colours = c;
+        }
+        self
+    }
+
+    /// The same heatmap with names for its rows (top to bottom) and columns (left to right);
+    /// a list of the wrong length is ignored (the cells are numbered instead).
+    pub fn with_cell_names(mut self, rows: Vec<String>, cols: Vec<String>) -> Series {
+        if let Kind::Heatmap {
+            row_labels,
+            col_labels,
+            ..
+        } = &mut self.kind
+        {
+            *row_labels = Some(rows);
+            *col_labels = Some(cols);
+        }
+        self
+    }
+
+    /// The same line with a stroke `width` pixels wide (other kinds are left as they are).
+    pub fn with_line_width(mut self, w: f32) -> Series {
+        if let Kind::Line { width, .. } = &mut self.kind {
+            *width = w;
+        }
+        self
+    }
+
     /// The same series without a legend entry.
     pub fn unnamed(mut self) -> Series {
         self.name = None;
