@@ -533,3 +533,83 @@ fn larger_text_still_fits() {
     let svg = check("grid-small-text", &grid().with_text_scale(0.8));
     assert_eq!(with_class(&texts(&svg), "title").len(), 5);
 }
+
+/// Odd inputs draw something (or fail with a reason) and never panic.
+#[test]
+fn odd_inputs_never_panic() {
+    let odd = [
+        vec![],
+        vec![f64::NAN],
+        vec![f64::INFINITY, f64::NEG_INFINITY],
+        vec![0.0],
+        vec![-1.0, -2.0],
+        vec![1e300, -1e300],
+        vec![1e-300, 2e-300],
+        vec![5.0, 5.0, 5.0],
+        vec![0.0, 1.0, f64::NAN, 3.0],
+    ];
+    for xs in &odd {
+        for ys in &odd {
+            if xs.len() != ys.len() {
+                continue;
+            }
+            for scale in [Scale::Linear, Scale::Log] {
+                let mut plot = Plot::new("x", "y");
+                plot.x.scale = scale;
+                plot.y.scale = scale;
+                plot.add(Series::line("l", xs.clone(), ys.clone()));
+                plot.add(Series::scatter("s", xs.clone(), ys.clone(), 3.0));
+                plot.add(Series::histogram("h", xs.clone(), 0));
+                plot.add(Series::bar(
+                    "b",
+                    (0..ys.len()).map(|i| i.to_string()).collect(),
+                    ys.clone(),
+                ));
+                plot.annotate(Annotation::Enclose {
+                    points: xs.iter().copied().zip(ys.iter().copied()).collect(),
+                    shape: Enclosure::Hull,
+                    label: Some("c".into()),
+                    colour: Rgba::BLACK,
+                });
+                let fig = Figure::new(200, 150, plot);
+                fig.to_png().unwrap();
+                fig.to_svg().unwrap();
+            }
+        }
+        let mut plot = Plot::default();
+        plot.x.range = Some((1.0, 1.0));
+        plot.y.range = Some((f64::NAN, 3.0));
+        plot.add(Series::heatmap(1, xs.len(), xs.clone()));
+        plot.add(Series::scatter(
+            "far",
+            vec![1e30, -1e30],
+            vec![1e30, 0.0],
+            2.0,
+        ));
+        plot.annotate(Annotation::Text {
+            x: 1e30,
+            y: -1e30,
+            text: "far away".into(),
+            colour: Rgba::BLACK,
+        });
+        Figure::new(120, 90, plot).to_png().unwrap();
+    }
+    let tiny = Figure::grid(
+        16,
+        16,
+        0,
+        vec![Figure::sub("a title far too long for the cell", Plot::default()); 3],
+    );
+    tiny.to_png().unwrap();
+    tiny.to_svg().unwrap();
+    let mut plot = Plot::default();
+    plot.add_clusters(
+        &[1.0, f64::NAN, 2.0],
+        &[1.0, 2.0, f64::INFINITY],
+        &[0, 0, -1],
+        ClusterStyle::default(),
+    )
+    .unwrap();
+    plot.add(Series::heatmap(0, 0, vec![]));
+    Figure::new(300, 200, plot).to_png().unwrap();
+}

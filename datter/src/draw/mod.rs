@@ -2,8 +2,11 @@
 //! titles, legends, colour bars, annotations and cluster outlines, written as PNG or SVG.
 //!
 //! A [`Figure`] is the scene, in data units. [`layout`] measures its text with the embedded
-//! font and places everything in pixels as a [`Canvas`] of marks; [`raster`] draws that into a
-//! PNG and [`svg`] writes the same marks as SVG, so both files show the same picture.
+//! DejaVu Sans and places everything in pixels as a [`Canvas`] of marks; [`raster`] draws that
+//! into a PNG and [`svg`] writes the same marks as SVG, so both files show the same picture.
+//! Nothing here panics on data: NaN and infinite values are skipped, an axis with no data gets
+//! a "no data" note, a range of no width is widened; lengths that disagree are a
+//! [`DrawError::Lengths`].
 //!
 //! ```
 //! use datter::draw::{Figure, Plot, Series};
@@ -14,6 +17,23 @@
 //! let svg: String = fig.to_svg().unwrap();
 //! assert!(png.starts_with(b"\x89PNG") && svg.contains("Reward per step"));
 //! ```
+//!
+//! How the pipeline's drawing ops map onto it:
+//! - `frame`: [`Figure::new`] (one plot) or [`Figure::grid`] of [`Figure::sub`]s, titled with
+//!   [`Figure::with_title`]; `font` is [`Figure::with_text_scale`].
+//! - `axis`: [`Plot::x`] / [`Plot::y`], an [`Axis`] with a title, [`Scale::Log`] and a fixed
+//!   range. `legend`: [`Plot::legend`] ([`LegendPlace`]); entries are the named series.
+//! - `plot` with `kind` (`visualtype`): [`Series::line`], [`Series::scatter`],
+//!   [`Series::histogram`], [`Series::bar`], [`Series::heatmap`], added with [`Plot::add`],
+//!   which gives each the next palette colour.
+//! - `colour` by a column: [`Series::with_point_colours`] with [`PointColours::Each`] from
+//!   [`colour::by_category`], or one series per group ([`Series::with_colour`],
+//!   [`colour::categorical`]); `gradient`: [`PointColours::Values`] (viridis, with a colour bar).
+//! - `point`, `line`, `circle`, `shape`, `text`, `expr` (a formula shown as text): an
+//!   [`Annotation`] added with [`Plot::annotate`].
+//! - `clusters`: [`Plot::add_clusters`] with the labels of `dbscan`/`kmeans` (noise is < 0)
+//!   and a [`ClusterStyle`] (circle or hull, label, drop or grey the noise).
+//! - output: [`Figure::to_png`], [`Figure::to_svg`] or [`Figure::save`] (by extension).
 
 pub mod colour;
 pub mod layout;
