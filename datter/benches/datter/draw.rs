@@ -206,3 +206,22 @@ print(f"RESULT {{one}} {{each}}")
         _ => Err(format!("unexpected reference output {r:?}")),
     }
 }
+
+/// Profiling aid: draws the one-colour data layer a number of times (`P2_BENCH_ONLY=probe`).
+#[allow(clippy::expect_used)]
+pub fn probe() {
+    let (x, y, c) = points();
+    let colours: Vec<Rgba> = c.iter().map(|&c| categorical(usize::from(c))).collect();
+    let each = std::env::var("P2_PROBE_EACH").is_ok().then_some(colours);
+    let canvas = figure(&x, &y, each).layout().expect("layout");
+    for layer in canvas.layers.iter().filter(|l| l.class == "data") {
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let mut pm = tiny_skia::Pixmap::new(WIDTH, HEIGHT).expect("pixmap");
+            let t = Instant::now();
+            raster::draw_layer(&mut pm, layer).expect("draw");
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("data layer: best {best:.1} ms");
+    }
+}

@@ -454,8 +454,9 @@ pub fn stamp_dots(
     };
     // The points themselves, band by band and in drawing order, so a band reads them in
     // sequence.
-    let mut lists: Vec<Vec<(f32, f32, u32)>> =
-        vec![Vec::with_capacity(xy.len() / bands + 16); bands];
+    let mut lists: Vec<Vec<(f32, f32, u32)>> = (0..bands)
+        .map(|_| Vec::with_capacity(xy.len() / bands * 3 / 2 + 16))
+        .collect();
     for (i, p) in xy.iter().enumerate() {
         if let Some((lo, hi)) = span(p) {
             for l in &mut lists[lo..=hi] {
@@ -545,6 +546,26 @@ fn stamp_one_colour(
             let (Some(m), Some(d)) = (masks.get(k), depths.get(k)) else {
                 continue;
             };
+            if iy - reach >= y0 && iy + reach < y1 && ix - reach >= x0 && ix + reach < x1 {
+                // Wholly inside: one window of the buffer, no clipping.
+                let top = (iy - reach - y0) as usize * width + (ix - reach) as usize;
+                let Some(win) =
+                    acc.get_mut(top..top + 2 * reach as usize * width + 2 * reach as usize + 1)
+                else {
+                    continue;
+                };
+                for &(dy, dx0, start, len) in &m.rows {
+                    let o = (dy + reach) as usize * width + (dx0 + reach) as usize;
+                    if let (Some(row), Some(ds)) =
+                        (win.get_mut(o..o + len), d.get(start..start + len))
+                    {
+                        for (a, &l) in row.iter_mut().zip(ds) {
+                            *a = a.saturating_add(l);
+                        }
+                    }
+                }
+                continue;
+            }
             for &(dy, dx0, start, len) in &m.rows {
                 let y = iy + dy;
                 if y < y0 || y >= y1 {
