@@ -529,7 +529,7 @@ fn larger_text_still_fits() {
     let svg = check("line-large-text", &line_plot().with_text_scale(1.6));
     let ts = texts(&svg);
     let tick = ts.iter().find(|t| t.class == "tick-x").unwrap();
-    assert!((tick.size - 11.5 * 1.6).abs() < 0.01, "{tick:?}");
+    assert!((tick.size - 12.0 * 1.6).abs() < 0.01, "{tick:?}");
     let svg = check("grid-small-text", &grid().with_text_scale(0.8));
     assert_eq!(with_class(&texts(&svg), "title").len(), 5);
 }

@@ -12,11 +12,11 @@ use super::text::measure;
 use super::ticks;
 
 /// Text sizes and spacing, in pixels.
-const TITLE_SIZE: f32 = 16.0;
-const SUB_TITLE_SIZE: f32 = 14.0;
-const AXIS_TITLE_SIZE: f32 = 13.0;
-const TICK_SIZE: f32 = 11.5;
-const LEGEND_SIZE: f32 = 11.5;
+const TITLE_SIZE: f32 = 17.0;
+const SUB_TITLE_SIZE: f32 = 15.0;
+const AXIS_TITLE_SIZE: f32 = 13.5;
+const TICK_SIZE: f32 = 12.0;
+const LEGEND_SIZE: f32 = 12.0;
 const PAD: f32 = 6.0;
 const TICK_LEN: f32 = 5.0;
 /// Least free room between two neighbouring tick labels.
@@ -26,6 +26,10 @@ const MAX_LABEL: f32 = 140.0;
 const MAX_LEGEND: f32 = 200.0;
 /// Above this many cells a heatmap's cells are not labelled.
 const MAX_CELL_LABELS: usize = 400;
+/// How much wider than measured a line of text may come out in an SVG renderer that ignores
+/// `textLength` and hints its glyphs (librsvg does): long texts are fitted with this much to
+/// spare.
+const HINTING_SLACK: f32 = 1.03;
 /// The largest canvas side.
 pub const MAX_SIDE: u32 = 16_384;
 
@@ -143,6 +147,8 @@ fn text(
 
 /// `s` cut with an ellipsis so that it is at most `max` pixels wide.
 fn fit(s: &str, size: f32, bold: bool, max: f32) -> Result<String, DrawError> {
+    // Room for renderers that ignore the SVG's textLength and round hinted advances up.
+    let max = max / HINTING_SLACK;
     if measure(s, size, bold)?.width <= max {
         return Ok(s.to_string());
     }
@@ -1626,7 +1632,7 @@ fn legend_size(entries: &[Entry], room: f32, m: &Metrics) -> Result<Option<Legen
     for n in &names {
         widest = widest.max(measure(n, m.legend, false)?.width);
     }
-    let w = PAD + SWATCH + PAD + widest + PAD;
+    let w = PAD + SWATCH + PAD + widest * HINTING_SLACK + PAD;
     let h = PAD * 0.7 + names.len() as f32 * row + PAD * 0.7;
     Ok(Some(LegendSize {
         w,

@@ -15,7 +15,7 @@ pub struct Figure {
     pub height: u32,
     /// What it shows.
     pub body: Body,
-    /// Text sizes relative to the defaults (1: 16 px titles, 11.5 px tick labels); the
+    /// Text sizes relative to the defaults (1: 17 px titles, 12 px tick labels, to the em); the
     /// top-level figure's applies to its sub-figures too. Clamped to 0.25..=8.
     pub text_scale: f32,
 }

@@ -37,6 +37,13 @@ fn font(bold: bool) -> Result<&'static FontRef<'static>, DrawError> {
     Ok(if bold { &f.bold } else { &f.regular })
 }
 
+/// ab_glyph's scale for an em of `size` pixels: its `PxScale` is the font's ascent-to-descent
+/// height, not the em, so an em size (what CSS and SVG's `font-size` mean) is converted.
+fn px_scale(f: &FontRef<'static>, size: f32) -> PxScale {
+    let em = f.units_per_em().unwrap_or(2048.0);
+    PxScale::from(size * f.height_unscaled() / em)
+}
+
 /// How much room a line of text takes, in pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Extent {
@@ -55,10 +62,10 @@ impl Extent {
     }
 }
 
-/// Measures one line of `text` at `size` pixels (the em size).
+/// Measures one line of `text` at `size` pixels to the em (SVG's `font-size`).
 pub fn measure(text: &str, size: f32, bold: bool) -> Result<Extent, DrawError> {
     let f = font(bold)?;
-    let s = f.as_scaled(PxScale::from(size));
+    let s = f.as_scaled(px_scale(f, size));
     let mut width = 0.0;
     let mut prev: Option<GlyphId> = None;
     for c in text.chars() {
@@ -101,7 +108,7 @@ pub fn rasterise(
     frac_y: f32,
 ) -> Result<Coverage, DrawError> {
     let f = font(bold)?;
-    let scale = PxScale::from(size);
+    let scale = px_scale(f, size);
     let s = f.as_scaled(scale);
     let ext = measure(text, size, bold)?;
     let pad = 2.0f32;
@@ -148,10 +155,15 @@ mod tests {
 
     #[test]
     fn measures_and_draws() {
-        let e = measure("Hello", 12.0, false).unwrap();
-        assert!(e.width > 25.0 && e.width < 40.0, "{e:?}");
-        assert!(e.ascent > 9.0 && e.ascent < 13.0);
-        let wide = measure("Hello", 24.0, false).unwrap();
+        // FreeType (matplotlib's FT2Font, unhinted) advances "Hello" 29.149 px at 11.5 px.
+        let e = measure("Hello", 11.5, false).unwrap();
+        assert!((e.width - 29.149).abs() < 0.01, "{e:?}");
+        // DejaVu Sans' ascent and descent are 0.928 and 0.236 em.
+        assert!(
+            (e.ascent - 11.5 * 0.928).abs() < 0.05 && (e.descent - 11.5 * 0.236).abs() < 0.05,
+            "{e:?}"
+        );
+        let wide = measure("Hello", 23.0, false).unwrap();
         assert!((wide.width - 2.0 * e.width).abs() < 0.01);
         let c = rasterise("Hi", 12.0, true, 0.5, 0.25).unwrap();
         assert!(c.data.iter().any(|&v| v > 0.9));
