@@ -16,6 +16,9 @@ fn main() {
     if wanted("learn") {
         learn::run();
     }
+    if only.as_deref() == Some("probe") {
+        draw::probe();
+    }
     if wanted("draw") {
         draw::run();
     }

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod column;
+pub mod draw;
 mod error;
 pub mod expr;
 mod frame;
