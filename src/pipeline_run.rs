@@ -1,7 +1,8 @@
 //! `plotter2 pipeline-run PLAN --out DIR`: the process a worker starts for one attempt of a
 //! pipeline task (see `plotter2_node::pipeline`). It runs datter over the files the plan
 //! lists and writes what the pipeline made into DIR: `data.csv`, the frame as the last step
-//! left it, `<table>.csv` for each table a step put aside, and `index.html` when a `report`
+//! left it, `<table>.csv` for each table a step put aside, `<figure>.png` and `.svg` for each
+//! figure the drawing ops made, and `index.html` when a `report`
 //! step asked for a page; where a `handoff` sent the output goes beside the plan
 //! (`PipelineResult`). A failure is printed once, to
 //! the attempt's log, naming the step, its op and the input file as `ADDR@V:path`.
@@ -81,21 +82,46 @@ pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
     for (file, (rows, columns)) in &written {
         println!("wrote {file}: {rows} rows × {columns} columns");
     }
+    let mut pictures: Vec<(String, String, String)> = Vec::new();
+    for d in &output.figures {
+        let (png, svg) = (format!("{}.png", d.name), format!("{}.svg", d.name));
+        let bytes = d
+            .figure
+            .to_png()
+            .with_context(|| format!("drawing {png} ({:?})", d.title))?;
+        std::fs::write(out.join(&png), bytes).with_context(|| format!("writing {png}"))?;
+        let text = d
+            .figure
+            .to_svg()
+            .with_context(|| format!("drawing {svg} ({:?})", d.title))?;
+        std::fs::write(out.join(&svg), text).with_context(|| format!("writing {svg}"))?;
+        println!("wrote {png} and {svg}: {:?}", d.title);
+        pictures.push((d.title.clone(), png, svg));
+    }
     if let Some(title) = &output.report {
         let csv: Vec<String> = output
             .tables
             .iter()
             .map(|t| format!("{}.csv", t.name))
             .collect();
-        let sections: Vec<Section<'_>> = output
-            .tables
+        let sections: Vec<Section<'_>> = pictures
             .iter()
-            .zip(&csv)
-            .map(|(t, csv)| Section::Table {
-                title: &t.name,
-                frame: &t.frame,
-                csv,
+            .map(|(title, png, svg)| Section::Picture {
+                title,
+                png,
+                svg: Some(svg),
             })
+            .chain(
+                output
+                    .tables
+                    .iter()
+                    .zip(&csv)
+                    .map(|(t, csv)| Section::Table {
+                        title: &t.name,
+                        frame: &t.frame,
+                        csv,
+                    }),
+            )
             .collect();
         let path = out.join("index.html");
         std::fs::write(&path, datter::report::html(title, &sections))

@@ -201,3 +201,56 @@ async fn bad_steps_are_refused_at_push_naming_task_step_op_and_param() {
         }
     }
 }
+
+/// The issue's example as a user runs it: `plotter2 up --workers 2`, the example code bundle,
+/// a sweep of `train`, then the report and the clusters, CLI only.
+#[test]
+fn the_example_runs_end_to_end_through_up() {
+    use crate::runs::{Up, cli_within};
+    let limit = std::time::Duration::from_secs(120);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let child = crate::up::start_up_with(
+        &home,
+        crate::support::free_port(),
+        &["--coordinators", "1", "--workers", "2"],
+    );
+    let mut up = Up {
+        home: home.clone(),
+        child,
+    };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/experiment2");
+    let addr = "/sources/tali/experiment2";
+    let cli = |args: &[&str]| {
+        let (ok, out) = cli_within(&home, args, limit);
+        assert!(ok, "plotter2 {args:?}:\n{out}");
+        out
+    };
+    cli(&["push", example]);
+    let out = cli(&["run", addr, "train", "--sweep", "lr=0.1,0.2,0.15,0.05,0.01", "--wait"]);
+    assert_eq!(out.matches("succeeded").count(), 5, "{out}");
+    cli(&["run", addr, "reward_report", "--wait"]);
+    let r = dir.path().join("r");
+    cli(&["get", &format!("{addr}/meta/reports@latest"), "--to", r.to_str().unwrap()]);
+    let page = std::fs::read_to_string(r.join("index.html")).unwrap();
+    assert!(page.contains("<h1>experiment2</h1>"), "{page}");
+    assert!(page.contains("<img src=\"1-reward-per-step.png\""), "{page}");
+    assert!(page.contains("reward_last") && page.contains("reward_max"), "{page}");
+    let png = std::fs::read(r.join("1-reward-per-step.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let svg = std::fs::read_to_string(r.join("1-reward-per-step.svg")).unwrap();
+    assert!(svg.contains("Reward per step") && svg.contains(">step<"), "titled, axes named");
+    let matrix = std::fs::read_to_string(r.join("matrix.csv")).unwrap();
+    assert_eq!(matrix.lines().count(), 6, "a row per sweep run: {matrix}");
+
+    cli(&["run", addr, "clusters", "--wait"]);
+    let svg = cli(&["get", &format!("{addr}/meta/reports@latest:figure-1.svg")]);
+    assert!(svg.contains("cluster 0") && svg.contains("pc1"), "clusters named");
+    assert!(!svg.contains("noise"), "the noise is dropped");
+    cli(&["run", addr, "seed", "--wait"]);
+    let svg = cli(&["get", &format!("{addr}/meta/reports@latest:figure-1.svg")]);
+    for lr in ["lr=0.1", "lr=0.2", "lr=0.15", "lr=0.05", "lr=0.01"] {
+        assert!(svg.contains(lr), "the legend names {lr}");
+    }
+    up.stop();
+}

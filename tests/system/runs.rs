@@ -611,13 +611,13 @@ async fn a_large_sweep_waits_and_lists_whole() {
 }
 
 /// `plotter2 up` on a home, stopped (SIGTERM, then its children) however the test ends.
-struct Up {
-    home: std::path::PathBuf,
-    child: std::process::Child,
+pub(crate) struct Up {
+    pub home: std::path::PathBuf,
+    pub child: std::process::Child,
 }
 
 impl Up {
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let tree = crate::up::children(&self.home);
         // SAFETY: kill(2) on the process we started.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -648,7 +648,7 @@ impl Drop for Up {
 }
 
 /// `plotter2 ARGS` on `home`, killed when it has not ended within `limit`.
-fn cli_within(home: &std::path::Path, args: &[&str], limit: Duration) -> (bool, String) {
+pub(crate) fn cli_within(home: &std::path::Path, args: &[&str], limit: Duration) -> (bool, String) {
     let out = home.with_extension(format!("{}.out", args[0]));
     let mut child = std::process::Command::new(crate::support::BIN)
         .args(args)

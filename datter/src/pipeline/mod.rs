@@ -3,6 +3,7 @@
 
 mod registry;
 mod run;
+mod sketch;
 mod spec;
 mod steps;
 
@@ -11,5 +12,6 @@ pub use run::{
     CLUSTER, Inputs, LABEL, Origin, Output, PARAM_PREFIX, PROVENANCE, RunError, Source,
     StepFailure, Table, run,
 };
+pub use sketch::Drawn;
 pub use spec::{OpSpec, ParamSpec, ParamType};
 pub use steps::{Step, StepError, check};

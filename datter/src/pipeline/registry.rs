@@ -11,6 +11,8 @@ const fn opt(name: &'static str, ty: T) -> ParamSpec {
     }
 }
 
+use super::sketch::{KINDS as SKETCH_KINDS, OUTLINES as SKETCH_OUTLINES, PLACES as SKETCH_PLACES};
+
 /// The reductions `matrix` takes (see [`crate::stats::Reduce`]).
 pub const REDUCTIONS: &[&str] = &crate::stats::Reduce::NAMES;
 
@@ -124,6 +126,140 @@ static OPS: &[OpSpec] = &[
             opt("metrics", T::Texts),
             opt("reduce", T::Choices(REDUCTIONS)),
             opt("by", T::Texts),
+        ],
+    },
+    OpSpec {
+        name: "frame",
+        aliases: &[],
+        params: &[
+            opt("title", T::Text),
+            opt("width", T::Count),
+            opt("height", T::Count),
+        ],
+    },
+    OpSpec {
+        name: "axis",
+        aliases: &[],
+        params: &[
+            opt("x", T::Text),
+            opt("y", T::Text),
+            opt("log_x", T::Bool),
+            opt("log_y", T::Bool),
+        ],
+    },
+    OpSpec {
+        name: "legend",
+        aliases: &[],
+        params: &[opt("place", T::Choice(&SKETCH_PLACES))],
+    },
+    OpSpec {
+        name: "colour",
+        aliases: &["color"],
+        params: &[opt("by", T::Text)],
+    },
+    OpSpec {
+        name: "gradient",
+        aliases: &[],
+        params: &[opt("by", T::Text)],
+    },
+    OpSpec {
+        name: "font",
+        aliases: &[],
+        params: &[opt("scale", T::Number)],
+    },
+    OpSpec {
+        name: "visualtype",
+        aliases: &[],
+        params: &[opt("kind", T::Choice(&SKETCH_KINDS))],
+    },
+    OpSpec {
+        name: "plot",
+        aliases: &[],
+        params: &[
+            opt("kind", T::Choice(&SKETCH_KINDS)),
+            opt("x", T::Text),
+            opt("y", T::Text),
+            opt("value", T::Text),
+            opt("bins", T::Count),
+        ],
+    },
+    OpSpec {
+        name: "clusters",
+        aliases: &[],
+        params: &[
+            opt("method", T::Choice(&["dbscan", "kmeans"])),
+            opt("circle", T::Bool),
+            opt("outline", T::Choice(&SKETCH_OUTLINES)),
+            opt("label", T::Bool),
+            opt("drop_noise", T::Bool),
+            opt("eps", T::Number),
+            opt("min_samples", T::Count),
+            opt("k", T::Count),
+            opt("seed", T::Count),
+            opt("columns", T::Texts),
+        ],
+    },
+    OpSpec {
+        name: "point",
+        aliases: &[],
+        params: &[
+            opt("x", T::Number),
+            opt("y", T::Number),
+            opt("label", T::Text),
+        ],
+    },
+    OpSpec {
+        name: "line",
+        aliases: &[],
+        params: &[
+            opt("x1", T::Number),
+            opt("y1", T::Number),
+            opt("x2", T::Number),
+            opt("y2", T::Number),
+        ],
+    },
+    OpSpec {
+        name: "circle",
+        aliases: &[],
+        params: &[
+            opt("x", T::Number),
+            opt("y", T::Number),
+            opt("radius", T::Number),
+        ],
+    },
+    OpSpec {
+        name: "shape",
+        aliases: &[],
+        params: &[ParamSpec {
+            name: "points",
+            ty: T::Points,
+            required: true,
+        }],
+    },
+    OpSpec {
+        name: "text",
+        aliases: &[],
+        params: &[
+            ParamSpec {
+                name: "text",
+                ty: T::Text,
+                required: true,
+            },
+            opt("x", T::Number),
+            opt("y", T::Number),
+        ],
+    },
+    OpSpec {
+        name: "expr",
+        aliases: &[],
+        params: &[
+            ParamSpec {
+                name: "formula",
+                ty: T::Text,
+                required: true,
+            },
+            opt("x", T::Number),
+            opt("y", T::Number),
         ],
     },
     OpSpec {

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use super::sketch::{Drawn, Sketch};
 use super::steps::Step;
 use crate::expr::Expr;
 use crate::group::group_reduce;
@@ -90,7 +91,7 @@ pub struct Table {
 }
 
 /// What a pipeline made.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Output {
     /// The frame as the last step left it.
     pub data: Frame,
@@ -100,6 +101,8 @@ pub struct Output {
     pub report: Option<String>,
     /// Where the output goes, relative to the run's node, when a `handoff` step said so.
     pub handoff: Option<String>,
+    /// The figures the drawing ops made, in order.
+    pub figures: Vec<Drawn>,
 }
 
 /// Why a step failed, naming the step and its op.
@@ -144,7 +147,9 @@ pub fn run(steps: &[Step], inputs: &Inputs) -> Result<Output, RunError> {
             cause,
         })?;
     }
+    state.finish_sketch();
     Ok(Output {
+        figures: state.figures,
         data: state.data,
         tables: state.tables,
         report: state.report,
@@ -160,6 +165,9 @@ struct State {
     tables: Vec<Table>,
     report: Option<String>,
     handoff: Option<String>,
+    /// The figure the drawing ops are putting together, and those finished.
+    sketch: Option<Sketch>,
+    figures: Vec<Drawn>,
 }
 
 impl State {
@@ -198,46 +206,45 @@ impl State {
             }
             "report" => {
                 self.report = Some(text(p, "title").unwrap_or("Report").to_owned());
+                // A report is read at the node's reports unless a handoff says otherwise.
+                self.handoff
+                    .get_or_insert_with(|| super::registry::HANDOFF_DEFAULT.to_owned());
             }
             "handoff" => {
                 let to = text(p, "to").unwrap_or(super::registry::HANDOFF_DEFAULT);
                 self.handoff = Some(to.to_owned());
             }
             "pca" => self.pca(p)?,
-            "kmeans" => {
-                let columns = self.learn_columns(p)?;
-                let (data, d) = self.matrix(&columns)?;
-                let x = learn::Matrix::new(&data, d).map_err(|e| learn_error(e, &columns))?;
-                let opts = KMeansOptions {
-                    k: count(p, "k").unwrap_or(3),
-                    max_iter: count(p, "iterations").unwrap_or(300),
-                    tol: 1e-4,
-                    init: Init::PlusPlus {
-                        seed: p.get("seed").and_then(Value::as_u64).unwrap_or(0),
-                    },
-                };
-                let fit = learn::kmeans(x, &opts).map_err(|e| learn_error(e, &columns))?;
-                let labels = fit
-                    .labels
-                    .iter()
-                    .map(|&l| i64::try_from(l).unwrap_or(i64::MAX))
-                    .collect();
-                self.data.set(CLUSTER, Column::I64(labels))?;
+            "kmeans" => self.kmeans(p)?,
+            "dbscan" => self.dbscan(p)?,
+            "frame" => {
+                self.finish_sketch();
+                self.sketch = Some(Sketch::new(p));
             }
-            "dbscan" => {
-                let columns = self.learn_columns(p)?;
-                let (data, d) = self.matrix(&columns)?;
-                let x = learn::Matrix::new(&data, d).map_err(|e| learn_error(e, &columns))?;
-                let min_samples = count(p, "min_samples").unwrap_or(5);
-                let eps = match p.get("eps").and_then(Value::as_f64) {
-                    Some(eps) => eps,
-                    None => {
-                        learn::default_eps(x, min_samples).map_err(|e| learn_error(e, &columns))?
-                    }
-                };
-                let fit =
-                    learn::dbscan(x, eps, min_samples).map_err(|e| learn_error(e, &columns))?;
-                self.data.set(CLUSTER, Column::I64(fit.labels))?;
+            "axis" => self.sketch().axis(p),
+            "legend" => self.sketch().legend(p),
+            "colour" => self.sketch().colour(p),
+            "gradient" => self.sketch().gradient(p),
+            "font" => self.sketch().font(p),
+            "visualtype" => self.sketch().kind(p),
+            "clusters" => {
+                let method = text(p, "method");
+                match method {
+                    Some("kmeans") => self.kmeans(p)?,
+                    Some("dbscan") => self.dbscan(p)?,
+                    _ if self.data.get(CLUSTER).is_none() => self.dbscan(p)?,
+                    _ => {}
+                }
+                self.sketch().clusters(p);
+            }
+            "plot" => {
+                let data = std::mem::take(&mut self.data);
+                let drawn = self.sketch().plot(&data, p);
+                self.data = data;
+                drawn?;
+            }
+            op @ ("point" | "line" | "circle" | "shape" | "text" | "expr") => {
+                self.sketch().annotate(op, p)
             }
             "matrix" => {
                 let metrics = match texts(p, "metrics") {
@@ -348,6 +355,9 @@ impl State {
                 cols.iter()
                     .map(|(name, c)| match name.strip_prefix(PARAM_PREFIX) {
                         Some(param) => format!("{param}={}", c.text_at(r)),
+                        // A content id is told apart by its first digits, as git shows
+                        // commits; the `bundle` column keeps it whole.
+                        None if name.as_str() == "bundle" => short_id(&c.text_at(r)),
                         None => c.text_at(r),
                     })
                     .collect::<Vec<_>>()
@@ -385,6 +395,58 @@ impl State {
 
     /// `pca`: the named (or measured) columns replaced by their principal components, the
     /// explained variance put aside.
+    /// `kmeans`: a `cluster` column from Lloyd's k-means.
+    fn kmeans(&mut self, p: &Map<String, Value>) -> Result<(), StepFailure> {
+        let columns = self.learn_columns(p)?;
+        let (data, d) = self.matrix(&columns)?;
+        let x = learn::Matrix::new(&data, d).map_err(|e| learn_error(e, &columns))?;
+        let opts = KMeansOptions {
+            k: count(p, "k").unwrap_or(3),
+            max_iter: count(p, "iterations").unwrap_or(300),
+            tol: 1e-4,
+            init: Init::PlusPlus {
+                seed: p.get("seed").and_then(Value::as_u64).unwrap_or(0),
+            },
+        };
+        let fit = learn::kmeans(x, &opts).map_err(|e| learn_error(e, &columns))?;
+        let labels = fit
+            .labels
+            .iter()
+            .map(|&l| i64::try_from(l).unwrap_or(i64::MAX))
+            .collect();
+        self.data.set(CLUSTER, Column::I64(labels))?;
+        Ok(())
+    }
+
+    /// `dbscan`: a `cluster` column, -1 for noise.
+    fn dbscan(&mut self, p: &Map<String, Value>) -> Result<(), StepFailure> {
+        let columns = self.learn_columns(p)?;
+        let (data, d) = self.matrix(&columns)?;
+        let x = learn::Matrix::new(&data, d).map_err(|e| learn_error(e, &columns))?;
+        let min_samples = count(p, "min_samples").unwrap_or(5);
+        let eps = match p.get("eps").and_then(Value::as_f64) {
+            Some(eps) => eps,
+            None => learn::default_eps(x, min_samples).map_err(|e| learn_error(e, &columns))?,
+        };
+        let fit = learn::dbscan(x, eps, min_samples).map_err(|e| learn_error(e, &columns))?;
+        self.data.set(CLUSTER, Column::I64(fit.labels))?;
+        Ok(())
+    }
+
+    /// The figure being put together, a default one if no `frame` started it.
+    fn sketch(&mut self) -> &mut Sketch {
+        self.sketch.get_or_insert_with(|| Sketch::new(&Map::new()))
+    }
+
+    /// Finishes the figure being put together, if anything was plotted on it.
+    fn finish_sketch(&mut self) {
+        if let Some(s) = self.sketch.take()
+            && let Some(d) = s.finish(self.figures.len() + 1)
+        {
+            self.figures.push(d);
+        }
+    }
+
     fn pca(&mut self, p: &Map<String, Value>) -> Result<(), StepFailure> {
         let columns = self.learn_columns(p)?;
         let (data, d) = self.matrix(&columns)?;
@@ -505,7 +567,15 @@ impl State {
     }
 }
 
-fn is_provenance(name: &str) -> bool {
+/// `b3:<hex>` shortened to its first 12 hex digits; anything else as it is.
+fn short_id(id: &str) -> String {
+    match id.strip_prefix("b3:").and_then(|hex| hex.get(..12)) {
+        Some(head) if id.len() > 15 => format!("b3:{head}"),
+        _ => id.to_owned(),
+    }
+}
+
+pub(super) fn is_provenance(name: &str) -> bool {
     PROVENANCE.contains(&name) || name.starts_with(PARAM_PREFIX) || name == LABEL || name == CLUSTER
 }
 
@@ -614,6 +684,8 @@ mod tests {
         inputs
     }
 
+    use crate::pipeline::HANDOFF_DEFAULT;
+
     fn go(steps: Value, inputs: &Inputs) -> Result<Output, RunError> {
         let names = inputs.names();
         let steps = check(steps.as_array().unwrap(), &names).unwrap();
@@ -676,6 +748,74 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(out.data.get("version"), Some(&Column::I64(vec![1, 2])));
+    }
+
+    #[test]
+    fn the_seed_s_drawing_pipelines_run_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs = inputs(dir.path());
+        // The seed's pipeline with no params at all: a scatter of the two components, one
+        // series per label, with a legend.
+        let out = go(
+            json!([
+                "access", "label", "pca", "scale", "frame", "colour", "axis", "legend", "plot",
+                "handoff"
+            ]),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(out.figures.len(), 1);
+        let f = &out.figures[0];
+        assert_eq!(
+            (f.name.as_str(), f.title.as_str()),
+            ("figure-1", "pc2 by pc1")
+        );
+        let svg = f.figure.to_svg().unwrap();
+        for label in ["lr=0.1", "lr=0.2"] {
+            assert!(svg.contains(label), "the legend names {label}");
+        }
+        assert_eq!(out.handoff.as_deref(), Some(HANDOFF_DEFAULT));
+        // The reward report: one line per bundle, named in the legend.
+        let out = go(
+            json!([["access", {"from": "metrics", "columns": ["step", "reward"]}],
+                   ["label", {"by": "bundle"}],
+                   ["frame", {"title": "Reward per step"}], ["axis", {"x": "step", "y": "reward"}],
+                   ["legend"], ["plot", {"kind": "line"}],
+                   ["matrix", {"metrics": ["reward"], "reduce": ["last", "max"]}],
+                   ["report", {"title": "experiment2"}]]),
+            &inputs,
+        )
+        .unwrap();
+        let f = &out.figures[0];
+        assert_eq!(f.name, "1-reward-per-step");
+        let svg = f.figure.to_svg().unwrap();
+        for b in ["b3:0", "b3:1", "b3:2", "Reward per step", "step", "reward"] {
+            assert!(svg.contains(b), "{b} is in the figure");
+        }
+        assert_eq!(out.report.as_deref(), Some("experiment2"));
+        assert_eq!(out.handoff.as_deref(), Some(HANDOFF_DEFAULT), "a report is handed off");
+        // The clusters example: clustered points circled and named, noise left out.
+        let out = go(
+            json!([["access", {"from": "metrics"}], ["label"], ["pca", {"components": 2}],
+                   ["scale"], ["frame"],
+                   ["clusters", {"method": "kmeans", "k": 2, "circle": true, "label": true,
+                                 "drop_noise": true}],
+                   ["colour", {"by": "cluster"}], ["axis"], ["legend"],
+                   ["plot", {"kind": "scatter"}], ["handoff"]]),
+            &inputs,
+        )
+        .unwrap();
+        let svg = out.figures[0].figure.to_svg().unwrap();
+        assert!(
+            svg.contains("cluster 0") && svg.contains("cluster 1"),
+            "named clusters"
+        );
+        // Bad drawing input names what to fix.
+        let e = go(json!(["access", ["plot", {"x": "nope"}]]), &inputs).unwrap_err();
+        assert!(
+            e.to_string().contains("step 1 (plot)") && e.to_string().contains("nope"),
+            "{e}"
+        );
     }
 
     #[test]

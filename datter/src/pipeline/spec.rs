@@ -19,6 +19,8 @@ pub enum ParamType {
     Texts,
     /// A list of these words, or one of them.
     Choices(&'static [&'static str]),
+    /// A list of `[x, y]` pairs of numbers.
+    Points,
 }
 
 impl ParamType {
@@ -37,6 +39,12 @@ impl ParamType {
             ParamType::Choices(ws) => {
                 word(v, ws) || v.as_array().is_some_and(|a| a.iter().all(|x| word(x, ws)))
             }
+            ParamType::Points => v.as_array().is_some_and(|a| {
+                a.iter().all(|q| {
+                    q.as_array()
+                        .is_some_and(|xy| xy.len() == 2 && xy.iter().all(Value::is_number))
+                })
+            }),
         }
     }
 
@@ -51,6 +59,7 @@ impl ParamType {
             ParamType::Choice(ws) => format!("one of {}", words(ws)),
             ParamType::Texts => "a text or a list of texts".to_owned(),
             ParamType::Choices(ws) => format!("one or a list of {}", words(ws)),
+            ParamType::Points => "a list of [x, y] pairs, e.g. [[0, 0], [1, 2], [2, 0]]".to_owned(),
         }
     }
 }
