@@ -63,6 +63,9 @@ pub enum Command {
         plan: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// The task's memory limit in bytes
+        #[arg(long)]
+        memory: Option<u64>,
     },
     /// Send a bundle folder to a stager and wait until it is committed
     Push {

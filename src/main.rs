@@ -38,7 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stager(args) => role("plotter2-stager", || roles::run_stager(&cli.global, &args)),
         Command::Worker(args) => role("plotter2-worker", || roles::run_worker(&cli.global, &args)),
         Command::WorkerGuard => Ok(plotter2_worker::guard::serve()?),
-        Command::PipelineRun { plan, out } => pipeline_run::run(&plan, &out),
+        Command::PipelineRun { plan, out, memory } => pipeline_run::run(&plan, &out, memory),
         Command::Up(args) => {
             // Children are forked from this one thread, so PR_SET_PDEATHSIG ties them to `up`.
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -16,7 +16,10 @@ use datter::report::Section;
 use plotter2_node::pipeline::{PipelinePlan, PipelineResult};
 use serde_json::Value;
 
-pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
+pub fn run(plan_path: &Path, out: &Path, memory: Option<u64>) -> Result<()> {
+    if let Some(limit) = memory {
+        limit_memory(limit)?;
+    }
     let text = std::fs::read(plan_path)
         .with_context(|| format!("reading the pipeline plan {}", plan_path.display()))?;
     let plan: PipelinePlan = serde_json::from_slice(&text)
@@ -54,7 +57,18 @@ pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
             .collect();
         inputs.insert(name.clone(), sources);
     }
-    let output = match datter::pipeline::run(&steps, &inputs) {
+    let mut report_step = |step: &datter::pipeline::Step, took: std::time::Duration, rows| {
+        println!(
+            "step {} ({}): {:.1} ms, {rows} rows",
+            step.index,
+            step.op.name,
+            took.as_secs_f64() * 1000.0
+        );
+    };
+    if let Some(limit) = memory {
+        too_large(&plan, &steps, limit)?;
+    }
+    let output = match datter::pipeline::run_observed(&steps, &inputs, &mut report_step) {
         Ok(o) => o,
         Err(e) => {
             let mut message = crate::output::error_chain(&anyhow::Error::from(e));
@@ -84,6 +98,7 @@ pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
     }
     let mut pictures: Vec<(String, String, String)> = Vec::new();
     for d in &output.figures {
+        let drawing = std::time::Instant::now();
         let (png, svg) = (format!("{}.png", d.name), format!("{}.svg", d.name));
         let bytes = d
             .figure
@@ -95,7 +110,11 @@ pub fn run(plan_path: &Path, out: &Path) -> Result<()> {
             .to_svg()
             .with_context(|| format!("drawing {svg} ({:?})", d.title))?;
         std::fs::write(out.join(&svg), text).with_context(|| format!("writing {svg}"))?;
-        println!("wrote {png} and {svg}: {:?}", d.title);
+        println!(
+            "wrote {png} and {svg}: {:?} in {:.1} ms",
+            d.title,
+            drawing.elapsed().as_secs_f64() * 1000.0
+        );
         pictures.push((d.title.clone(), png, svg));
     }
     if let Some(title) = &output.report {
@@ -150,4 +169,58 @@ fn text_of(v: &Value) -> String {
         Value::String(s) => s.clone(),
         v => v.to_string(),
     }
+}
+
+/// Room for the program itself, its threads' stacks and the allocator, above the task's limit.
+const HEADROOM: u64 = 256 << 20;
+
+/// Caps this process's data (heap and private mappings) at the task's limit: past it an
+/// allocation fails and the process ends, not the worker or the machine.
+fn limit_memory(limit: u64) -> Result<()> {
+    let cap = limit.saturating_add(HEADROOM);
+    let rl = libc::rlimit {
+        rlim_cur: cap,
+        rlim_max: cap,
+    };
+    // SAFETY: setrlimit(2) with a valid struct, on this process only.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &rl) } != 0 {
+        bail!(
+            "cannot limit this pipeline's memory to {limit} bytes: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an input file larger than the memory limit before anything is read, naming the
+/// step that reads it and the file.
+fn too_large(plan: &PipelinePlan, steps: &[datter::pipeline::Step], limit: u64) -> Result<()> {
+    for (name, files) in &plan.inputs {
+        let reader = steps.iter().find(|s| {
+            s.op.name == "access"
+                && s.params
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .is_none_or(|f| f == name)
+        });
+        for f in files {
+            let size = std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+            if size > limit {
+                let at = reader.map_or(String::new(), |s| {
+                    format!("step {} ({}): ", s.index, s.op.name)
+                });
+                bail!(
+                    "task {}: {at}{}@{}:{} is {} MiB, more than the task's memory limit of {} MiB; \
+                     raise the task's \"memory\" or read fewer or smaller files",
+                    plan.task,
+                    f.address,
+                    f.version,
+                    f.file,
+                    size >> 20,
+                    limit >> 20
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -120,7 +120,63 @@ pub struct TaskDef {
     pub retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The most memory a pipeline may use (`512MiB`, `2GiB`): an input file larger than this
+    /// fails the run before it is read, and the process cannot allocate past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<SizeText>,
 }
+
+/// A size written as text: `512MiB`, `2GiB`, `100MB`, `4096` (bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SizeText(pub u64);
+
+impl SizeText {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a size; write e.g. 512MiB, 2GiB or 100MB");
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let n: u64 = t[..split].parse().map_err(|_| bad())?;
+        let unit: u64 = match t[split..].trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "MB" => 1000 * 1000,
+            "GB" => 1000 * 1000 * 1000,
+            "KiB" | "K" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(unit)
+            .filter(|b| *b > 0)
+            .map(Self)
+            .ok_or_else(bad)
+    }
+}
+
+impl fmt::Debug for SizeText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self)
+    }
+}
+
+impl fmt::Display for SizeText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            b if b % (1 << 30) == 0 => write!(f, "{}GiB", b >> 30),
+            b if b % (1 << 20) == 0 => write!(f, "{}MiB", b >> 20),
+            b => write!(f, "{b}B"),
+        }
+    }
+}
+
+impl FromStr for SizeText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+crate::serde_as_text!(SizeText);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,6 +16,8 @@ fn code_manifest() -> String {
                  "inputs": {"metrics": "bundles/*:metrics.csv"},
                  "steps": ["access", ["matrix", {"metrics": ["reward"], "reduce": ["max"]}],
                            ["report", {"title": "experiment2 <rewards>"}], "handoff"]},
+        "bounded": {"kind": "pipeline", "memory": "1MiB",
+                    "inputs": {"big": "big@latest:big.csv"}, "steps": ["access", "mean"]},
         "broken": {"kind": "pipeline",
                    "inputs": {"bad": "ragged@latest:bad.csv"},
                    "steps": ["access", "label", "mean"]}
@@ -152,6 +154,27 @@ async fn a_pipeline_reads_its_inputs_across_children_and_bad_data_names_the_file
     assert!(!ok, "a ragged CSV fails the run");
     assert!(err.contains("step 0 (access)"), "{err}");
     assert!(err.contains(&format!("{at}@1:bad.csv")), "{err}");
+    // An input larger than the task's memory limit fails the run before it is read.
+    let dir = c.dir.path().join("big");
+    let at = format!("{addr}/big");
+    let mut big = String::from("a,b\n");
+    while big.len() < 2 << 20 {
+        big.push_str("1.25,2.5\n");
+    }
+    write_bundle(
+        &dir,
+        Some(&data_manifest(&at)),
+        &[("big.csv", big.as_bytes())],
+    );
+    stager.cli_ok(&["push", dir.to_str().unwrap()]);
+    let (ok, _, err) = c.cli(&["run", addr, "bounded", "--wait"]);
+    assert!(!ok, "too large for its memory");
+    assert!(
+        err.contains("step 0 (access)")
+            && err.contains(&format!("{at}@1:big.csv"))
+            && err.contains("memory limit of 1 MiB"),
+        "{err}"
+    );
     let (ok, out, err) = c.cli(&["run", addr, "report", "--wait", "--force"]);
     assert!(
         ok && out.contains("succeeded"),
@@ -227,25 +250,49 @@ fn the_example_runs_end_to_end_through_up() {
         out
     };
     cli(&["push", example]);
-    let out = cli(&["run", addr, "train", "--sweep", "lr=0.1,0.2,0.15,0.05,0.01", "--wait"]);
+    let out = cli(&[
+        "run",
+        addr,
+        "train",
+        "--sweep",
+        "lr=0.1,0.2,0.15,0.05,0.01",
+        "--wait",
+    ]);
     assert_eq!(out.matches("succeeded").count(), 5, "{out}");
     cli(&["run", addr, "reward_report", "--wait"]);
     let r = dir.path().join("r");
-    cli(&["get", &format!("{addr}/meta/reports@latest"), "--to", r.to_str().unwrap()]);
+    cli(&[
+        "get",
+        &format!("{addr}/meta/reports@latest"),
+        "--to",
+        r.to_str().unwrap(),
+    ]);
     let page = std::fs::read_to_string(r.join("index.html")).unwrap();
     assert!(page.contains("<h1>experiment2</h1>"), "{page}");
-    assert!(page.contains("<img src=\"1-reward-per-step.png\""), "{page}");
-    assert!(page.contains("reward_last") && page.contains("reward_max"), "{page}");
+    assert!(
+        page.contains("<img src=\"1-reward-per-step.png\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("reward_last") && page.contains("reward_max"),
+        "{page}"
+    );
     let png = std::fs::read(r.join("1-reward-per-step.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let svg = std::fs::read_to_string(r.join("1-reward-per-step.svg")).unwrap();
-    assert!(svg.contains("Reward per step") && svg.contains(">step<"), "titled, axes named");
+    assert!(
+        svg.contains("Reward per step") && svg.contains(">step<"),
+        "titled, axes named"
+    );
     let matrix = std::fs::read_to_string(r.join("matrix.csv")).unwrap();
     assert_eq!(matrix.lines().count(), 6, "a row per sweep run: {matrix}");
 
     cli(&["run", addr, "clusters", "--wait"]);
     let svg = cli(&["get", &format!("{addr}/meta/reports@latest:figure-1.svg")]);
-    assert!(svg.contains("cluster 0") && svg.contains("pc1"), "clusters named");
+    assert!(
+        svg.contains("cluster 0") && svg.contains("pc1"),
+        "clusters named"
+    );
     assert!(!svg.contains("noise"), "the noise is dropped");
     cli(&["run", addr, "seed", "--wait"]);
     let svg = cli(&["get", &format!("{addr}/meta/reports@latest:figure-1.svg")]);

@@ -262,16 +262,22 @@ async fn execute(
     cancelled: impl Future<Output = ()>,
 ) -> Result<RunOutcome, WorkerError> {
     let argv = match plan {
-        Some(plan) => [
-            boxes.exe.as_os_str(),
-            "pipeline-run".as_ref(),
-            plan.as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ]
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect(),
+        Some(plan) => {
+            let mut argv: Vec<String> = [
+                boxes.exe.as_os_str(),
+                "pipeline-run".as_ref(),
+                plan.as_os_str(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+            if let Some(m) = run.definition.memory {
+                argv.extend(["--memory".to_owned(), m.0.to_string()]);
+            }
+            argv
+        }
         None => match substitute(&run.definition.run, &run.params, &out, &needs) {
             Ok(a) => a,
             Err(reason) => {

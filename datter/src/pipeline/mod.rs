@@ -10,7 +10,7 @@ mod steps;
 pub use registry::{HANDOFF_DEFAULT, REDUCTIONS, lookup, ops};
 pub use run::{
     CLUSTER, Inputs, LABEL, Origin, Output, PARAM_PREFIX, PROVENANCE, RunError, Source,
-    StepFailure, Table, run,
+    StepFailure, Table, run, run_observed,
 };
 pub use sketch::Drawn;
 pub use spec::{OpSpec, ParamSpec, ParamType};

@@ -139,13 +139,24 @@ pub enum StepFailure {
 
 /// Runs `steps` over `inputs`. Blocking and CPU-bound: call it from a thread of its own.
 pub fn run(steps: &[Step], inputs: &Inputs) -> Result<Output, RunError> {
+    run_observed(steps, inputs, &mut |_, _, _| {})
+}
+
+/// [`run`], telling `done` after each step how long it took and how many rows it left.
+pub fn run_observed(
+    steps: &[Step],
+    inputs: &Inputs,
+    done: &mut dyn FnMut(&Step, std::time::Duration, usize),
+) -> Result<Output, RunError> {
     let mut state = State::default();
     for step in steps {
+        let start = std::time::Instant::now();
         state.step(step, inputs).map_err(|cause| RunError {
             index: step.index,
             op: step.op.name,
             cause,
         })?;
+        done(step, start.elapsed(), state.data.rows());
     }
     state.finish_sketch();
     Ok(Output {
@@ -793,7 +804,11 @@ mod tests {
             assert!(svg.contains(b), "{b} is in the figure");
         }
         assert_eq!(out.report.as_deref(), Some("experiment2"));
-        assert_eq!(out.handoff.as_deref(), Some(HANDOFF_DEFAULT), "a report is handed off");
+        assert_eq!(
+            out.handoff.as_deref(),
+            Some(HANDOFF_DEFAULT),
+            "a report is handed off"
+        );
         // The clusters example: clustered points circled and named, noise left out.
         let out = go(
             json!([["access", {"from": "metrics"}], ["label"], ["pca", {"components": 2}],
