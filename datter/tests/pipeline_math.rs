@@ -262,4 +262,8 @@ fn repeat_runs_the_rest_per_group() {
     .unwrap();
     let names: Vec<&str> = out.figures.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["1-reward", "2-reward"]);
+    let titles: Vec<&str> = out.figures.iter().map(|f| f.title.as_str()).collect();
+    assert_eq!(titles, ["Reward: lr=0.1", "Reward: lr=0.2"]);
+    let svg = out.figures[1].figure.to_svg().unwrap();
+    assert!(svg.contains("Reward: lr=0.2"), "the figure shows its group");
 }

@@ -4,10 +4,11 @@
 //! dropped them), and so are the tables the steps put aside, by name, with the `by` columns
 //! in front. A figure started before `repeat` and not yet plotted on is carried into every
 //! group, so `frame, axis, repeat, plot` draws one figure per group; each group's figures are
-//! kept in order.
+//! kept in order, their titles ending in the group's value (`Reward: lr=0.1`).
 
 use super::params::texts;
 use super::run::{Inputs, LABEL, RunError, State, StepFailure};
+use super::sketch::Drawn;
 use super::steps::Step;
 use crate::group::{group_name, row_groups};
 use crate::{Column, DataError, Frame};
@@ -61,6 +62,7 @@ impl State {
                 .iter()
                 .filter_map(|b| part.get(b).map(|c| (b.clone(), c.take(&[0]))))
                 .collect();
+            let drawn = self.figures.len();
             let mut sub = State {
                 data: part,
                 labelled: self.labelled,
@@ -70,7 +72,7 @@ impl State {
             };
             let ran = sub.run(rest, inputs);
             sub.finish_sketch();
-            self.figures = std::mem::take(&mut sub.figures);
+            self.figures = titled(std::mem::take(&mut sub.figures), drawn, &key);
             ran.map_err(|mut e| {
                 e.cause = StepFailure::Group {
                     group: group_name(&data, &by, rows[0]),
@@ -101,6 +103,26 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// The figures from `from` on titled with the group's values after their own.
+fn titled(figures: Vec<Drawn>, from: usize, key: &[(String, Column)]) -> Vec<Drawn> {
+    let group = key
+        .iter()
+        .map(|(_, c)| c.text_at(0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    figures
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut d)| {
+            if i >= from {
+                d.title = format!("{}: {group}", d.title);
+                d.figure = d.figure.with_title(d.title.clone());
+            }
+            d
+        })
+        .collect()
 }
 
 /// `frame` with the group's `key` columns in front, where it lacks them.
