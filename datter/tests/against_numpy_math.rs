@@ -278,9 +278,13 @@ fn fit_agrees_with_numpy_polyfit() {
         r#"{}
 rng = np.random.default_rng(8)
 out = {{}}
-for name in ["a", "b"]:
+for name in ["a", "b", "c"]:
     x = np.sort(rng.uniform(-3, 12, 80))
     y = 0.7 * x ** 3 - 4 * x ** 2 + x - 5 + rng.normal(0, 4, len(x))
+    if name == "c":
+        # Training steps: large x, where the raw Vandermonde system is badly conditioned.
+        x = np.arange(10000, 10800, 10.0)
+        y = 2e-9 * x ** 3 - 1e-4 * x ** 2 + 0.3 * x + rng.normal(0, 0.5, len(x))
     save(name, step=x, y=y)
     out[name] = {{}}
     for deg in [1, 3]:
@@ -294,7 +298,7 @@ emit(out)
 "#,
         prelude(dir.path())
     ));
-    let names = ["a", "b"];
+    let names = ["a", "b", "c"];
     let inputs = files(dir.path(), &names);
     for (deg, steps) in [
         (1, json!(["access", "label", "fit"])),
