@@ -48,17 +48,7 @@ pub fn group_reduce(
     {
         return Err(DataError::AllMissing(name.clone()));
     }
-    // Rows of each group, groups in order of first appearance.
-    let mut index: HashMap<Vec<String>, usize> = HashMap::new();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for r in 0..frame.rows() {
-        let key: Vec<String> = keys.iter().map(|k| k.text_at(r)).collect();
-        let g = *index.entry(key).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[g].push(r);
-    }
+    let groups = row_groups(frame, by)?;
     let firsts: Vec<usize> = groups.iter().map(|g| g[0]).collect();
     let mut out = Frame::new();
     for (name, key) in by.iter().zip(&keys) {
@@ -79,6 +69,41 @@ pub fn group_reduce(
         }
     }
     Ok(out)
+}
+
+/// The rows of each distinct value of the `by` columns, the groups in the order they first
+/// appear; with no `by`, one group of every row (none when there are no rows).
+pub fn row_groups(frame: &Frame, by: &[String]) -> Result<Vec<Vec<usize>>, DataError> {
+    let keys: Vec<&Column> = by
+        .iter()
+        .map(|b| frame.column(b))
+        .collect::<Result<_, _>>()?;
+    let mut index: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for r in 0..frame.rows() {
+        let key: Vec<String> = keys.iter().map(|k| k.text_at(r)).collect();
+        let g = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(r);
+    }
+    Ok(groups)
+}
+
+/// How the group of `row` is named in a message: `label "lr=0.1"`, or `the data` when nothing
+/// groups the rows.
+pub fn group_name(frame: &Frame, by: &[String], row: usize) -> String {
+    if by.is_empty() {
+        return "the data".to_owned();
+    }
+    by.iter()
+        .map(|b| {
+            let v = frame.get(b).map(|c| c.text_at(row)).unwrap_or_default();
+            format!("{b} {v:?}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -179,23 +179,29 @@ pub fn cosine_similarity(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// dy/dx at every row: central differences inside, one-sided at the ends (numpy's
-/// `gradient(y, x)` with `edge_order=1`). Needs two rows or more.
+/// `gradient(y, x)` with `edge_order=1`, term for term: its uniform-spacing formula when every
+/// step of x is the same, the second-order non-uniform one otherwise). Needs two rows or more.
 pub fn derivative(x: &[f64], y: &[f64]) -> Vec<f64> {
     let n = x.len().min(y.len());
     if n < 2 {
         return vec![f64::NAN; n];
     }
+    let dx: Vec<f64> = x[..n].windows(2).map(|w| w[1] - w[0]).collect();
+    let uniform = dx.iter().all(|&d| d == dx[0]);
     (0..n)
         .map(|i| {
             if i == 0 {
-                (y[1] - y[0]) / (x[1] - x[0])
+                (y[1] - y[0]) / dx[0]
             } else if i == n - 1 {
-                (y[n - 1] - y[n - 2]) / (x[n - 1] - x[n - 2])
+                (y[n - 1] - y[n - 2]) / dx[n - 2]
+            } else if uniform {
+                (y[i + 1] - y[i - 1]) / (2.0 * dx[0])
             } else {
-                // Non-uniform spacing, second order (numpy's interior formula).
-                let (h0, h1) = (x[i] - x[i - 1], x[i + 1] - x[i]);
-                (h0 * h0 * y[i + 1] - h1 * h1 * y[i - 1] + (h1 * h1 - h0 * h0) * y[i])
-                    / (h0 * h1 * (h0 + h1))
+                let (h1, h2) = (dx[i - 1], dx[i]);
+                let a = -h2 / (h1 * (h1 + h2));
+                let b = (h2 - h1) / (h1 * h2);
+                let c = h1 / (h2 * (h1 + h2));
+                a * y[i - 1] + b * y[i] + c * y[i + 1]
             }
         })
         .collect()

@@ -1,7 +1,10 @@
 //! Pipelines: named ops with typed params, checked before anything runs, then run over a
 //! task's inputs.
 
+mod math;
+mod params;
 mod registry;
+mod repeat;
 mod run;
 mod sketch;
 mod spec;

@@ -17,6 +17,21 @@ use super::sketch::{KINDS as SKETCH_KINDS, OUTLINES as SKETCH_OUTLINES, PLACES a
 pub const REDUCTIONS: &[&str] = &crate::stats::Reduce::NAMES;
 
 const STAT: &[ParamSpec] = &[opt("columns", T::Texts), opt("by", T::Texts)];
+const COLUMNS: &[ParamSpec] = &[opt("columns", T::Texts)];
+const CALCULUS: &[ParamSpec] = &[
+    opt("x", T::Text),
+    opt("columns", T::Texts),
+    opt("by", T::Texts),
+];
+
+/// An element-wise op: its name, aliases, and its one param.
+const fn elementwise(name: &'static str, aliases: &'static [&'static str]) -> OpSpec {
+    OpSpec {
+        name,
+        aliases,
+        params: COLUMNS,
+    }
+}
 
 static OPS: &[OpSpec] = &[
     OpSpec {
@@ -57,6 +72,16 @@ static OPS: &[OpSpec] = &[
         params: &[opt("size", T::Count), opt("page", T::Count)],
     },
     OpSpec {
+        name: "boxer",
+        aliases: &[],
+        params: &[opt("column", T::Text), opt("bins", T::Count)],
+    },
+    OpSpec {
+        name: "repeat",
+        aliases: &[],
+        params: &[opt("by", T::Texts)],
+    },
+    OpSpec {
         name: "mean",
         aliases: &[],
         params: STAT,
@@ -90,6 +115,43 @@ static OPS: &[OpSpec] = &[
         name: "l2norm",
         aliases: &[],
         params: STAT,
+    },
+    OpSpec {
+        name: "cosine_similarity",
+        aliases: &[],
+        params: COLUMNS,
+    },
+    elementwise("sine", &["sin"]),
+    elementwise("cos", &[]),
+    elementwise("tan", &[]),
+    elementwise("asin", &[]),
+    elementwise("acos", &[]),
+    elementwise("atan", &[]),
+    elementwise("sinh", &[]),
+    elementwise("cosh", &[]),
+    elementwise("tanh", &[]),
+    elementwise("exp", &[]),
+    elementwise("log", &[]),
+    OpSpec {
+        name: "derivative",
+        aliases: &[],
+        params: CALCULUS,
+    },
+    OpSpec {
+        name: "integral",
+        aliases: &[],
+        params: CALCULUS,
+    },
+    OpSpec {
+        name: "fit",
+        aliases: &[],
+        params: &[
+            opt("x", T::Text),
+            opt("y", T::Text),
+            opt("kind", T::Choice(&["linear", "polynomial"])),
+            opt("degree", T::Count),
+            opt("by", T::Texts),
+        ],
     },
     OpSpec {
         name: "pca",

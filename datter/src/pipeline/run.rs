@@ -13,14 +13,20 @@
 //! `kmeans` (or `kmean`; k = 3, seed 0, 300 iterations, k-means++) and `dbscan` (min_samples
 //! 5; eps by default the knee of the sorted k-distances, see [`crate::learn::default_eps`])
 //! write the `cluster` column (-1 for DBSCAN's noise).
+//!
+//! The math ops (`boxer`, `cosine_similarity`, the element-wise functions, `derivative`,
+//! `integral`, `fit`) fill in their defaults in `math.rs`; `repeat` splits the run in
+//! `repeat.rs`. Here they are only dispatched.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use super::params::{count, text, texts};
 use super::sketch::{Drawn, Sketch};
 use super::steps::Step;
+use crate::elementwise::Func;
 use crate::expr::Expr;
 use crate::group::group_reduce;
 use crate::learn::{self, Centring, Init, KMeansOptions, LearnError};
@@ -135,6 +141,14 @@ pub enum StepFailure {
         /// Why.
         cause: DataError,
     },
+    /// A step after `repeat` failed on one group's rows.
+    #[error("in the rows of {group}: {cause}")]
+    Group {
+        /// The group, as `label "lr=0.1"`.
+        group: String,
+        /// Why.
+        cause: Box<StepFailure>,
+    },
 }
 
 /// Runs `steps` over `inputs`. Blocking and CPU-bound: call it from a thread of its own.
@@ -149,15 +163,7 @@ pub fn run_observed(
     done: &mut dyn FnMut(&Step, std::time::Duration, usize),
 ) -> Result<Output, RunError> {
     let mut state = State::default();
-    for step in steps {
-        let start = std::time::Instant::now();
-        state.step(step, inputs).map_err(|cause| RunError {
-            index: step.index,
-            op: step.op.name,
-            cause,
-        })?;
-        done(step, start.elapsed(), state.data.rows());
-    }
+    state.run(steps, inputs, done)?;
     state.finish_sketch();
     Ok(Output {
         figures: state.figures,
@@ -168,20 +174,44 @@ pub fn run_observed(
     })
 }
 
+/// What the steps so far have made. The ops of other modules (`math`, `repeat`) work on it too.
 #[derive(Default)]
-struct State {
-    data: Frame,
+pub(super) struct State {
+    pub(super) data: Frame,
     /// Whether `label` has run: the statistics then group by the label.
-    labelled: bool,
-    tables: Vec<Table>,
-    report: Option<String>,
-    handoff: Option<String>,
+    pub(super) labelled: bool,
+    pub(super) tables: Vec<Table>,
+    pub(super) report: Option<String>,
+    pub(super) handoff: Option<String>,
     /// The figure the drawing ops are putting together, and those finished.
-    sketch: Option<Sketch>,
-    figures: Vec<Drawn>,
+    pub(super) sketch: Option<Sketch>,
+    pub(super) figures: Vec<Drawn>,
 }
 
 impl State {
+    /// Runs `steps` in order; a `repeat` runs the steps after it once per group.
+    /// `done` hears of each step that ran (per group after a `repeat`).
+    pub(super) fn run(
+        &mut self,
+        steps: &[Step],
+        inputs: &Inputs,
+        done: &mut dyn FnMut(&Step, std::time::Duration, usize),
+    ) -> Result<(), RunError> {
+        for (i, step) in steps.iter().enumerate() {
+            if step.op.name == "repeat" {
+                return self.repeat(step, &steps[i + 1..], inputs, done);
+            }
+            let start = std::time::Instant::now();
+            self.step(step, inputs).map_err(|cause| RunError {
+                index: step.index,
+                op: step.op.name,
+                cause,
+            })?;
+            done(step, start.elapsed(), self.data.rows());
+        }
+        Ok(())
+    }
+
     fn step(&mut self, step: &Step, inputs: &Inputs) -> Result<(), StepFailure> {
         let p = &step.params;
         match step.op.name {
@@ -226,6 +256,12 @@ impl State {
                 self.handoff = Some(to.to_owned());
             }
             "pca" => self.pca(p)?,
+            "boxer" => self.boxer(p)?,
+            "cosine_similarity" => self.cosine_similarity(p)?,
+            "derivative" => self.derivative(p)?,
+            "integral" => self.integral(p)?,
+            "fit" => self.fit(p)?,
+            f if Func::parse(f).is_some() => self.elementwise(f, p)?,
             "kmeans" => self.kmeans(p)?,
             "dbscan" => self.dbscan(p)?,
             "frame" => {
@@ -380,7 +416,7 @@ impl State {
         Ok(())
     }
 
-    fn telling_apart(&self) -> Vec<String> {
+    pub(super) fn telling_apart(&self) -> Vec<String> {
         let varies = |name: &str| {
             self.data
                 .get(name)
@@ -450,7 +486,7 @@ impl State {
     }
 
     /// Finishes the figure being put together, if anything was plotted on it.
-    fn finish_sketch(&mut self) {
+    pub(super) fn finish_sketch(&mut self) {
         if let Some(s) = self.sketch.take()
             && let Some(d) = s.finish(self.figures.len() + 1)
         {
@@ -522,7 +558,7 @@ impl State {
     }
 
     /// The numeric columns that are measurements, not provenance.
-    fn measured(&self) -> Result<Vec<String>, DataError> {
+    pub(super) fn measured(&self) -> Result<Vec<String>, DataError> {
         let m: Vec<String> = self
             .data
             .numeric_names()
@@ -563,7 +599,7 @@ impl State {
         self.measured().map(|m| m.into_iter().take(1).collect())
     }
 
-    fn put_aside(&mut self, name: &str, frame: Frame) {
+    pub(super) fn put_aside(&mut self, name: &str, frame: Frame) {
         let taken = |n: &str| self.tables.iter().any(|t| t.name == n);
         let mut unique = name.to_owned();
         let mut n = 1;
@@ -631,29 +667,6 @@ fn with_origin(frame: &mut Frame, o: &Origin) -> Result<(), DataError> {
         add(format!("{PARAM_PREFIX}{k}"), text(v))?;
     }
     Ok(())
-}
-
-fn text<'a>(p: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    p.get(name).and_then(Value::as_str)
-}
-
-/// A `Texts` or `Choices` param: one text, or a list of them.
-fn texts(p: &Map<String, Value>, name: &str) -> Vec<String> {
-    match p.get(name) {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn count(p: &Map<String, Value>, name: &str) -> Option<usize> {
-    p.get(name)
-        .and_then(Value::as_u64)
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]

@@ -304,6 +304,11 @@ impl Sketch {
         self.plot.annotate(a);
     }
 
+    /// Whether anything was plotted on it yet.
+    pub fn plotted(&self) -> bool {
+        self.plotted
+    }
+
     /// The finished figure, if anything was plotted; `n` numbers it among the output's.
     pub fn finish(self, n: usize) -> Option<Drawn> {
         if !self.plotted {
