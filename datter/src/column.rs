@@ -136,6 +136,11 @@ impl Column {
                 a.extend(b);
                 Column::Bool(a)
             }
+            // Text onto text moves the strings: stacking many inputs stays linear.
+            (Column::Text(mut a), Column::Text(b)) => {
+                a.extend(b);
+                Column::Text(a)
+            }
             (a, b) if a.is_numeric() && b.is_numeric() => {
                 let mut x = a.to_f64().unwrap_or_default();
                 x.extend(b.to_f64().unwrap_or_default());

@@ -4,24 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
 use datter::stats::{self, Reduce};
 use datter::{Column, read::read};
 
-/// Runs a Python snippet with numpy, failing with what to install when it cannot.
-fn python(code: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", code])
-        .output()
-        .expect("python3 is needed for this test");
-    assert!(
-        out.status.success(),
-        "python3 with numpy failed (pip install numpy): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::python;
 
 #[test]
 fn arrays_saved_by_numpy_read_back_exactly() {

@@ -6,25 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 
 use datter::pipeline::{Inputs, Origin, Output, Source, check, run};
 use datter::{Column, Frame};
 use serde_json::{Value, json};
 
-/// Runs a Python snippet, failing with what to install when it cannot; returns its JSON.
-fn python(code: &str) -> Value {
-    let out = Command::new("python3")
-        .args(["-c", code])
-        .output()
-        .expect("python3 is needed for this test");
-    assert!(
-        out.status.success(),
-        "python3 with numpy and scikit-learn failed (pip install numpy scikit-learn): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+mod common;
+use common::python_json as python;
 
 /// Python's helper: `save(name, **columns)` writes `<dir>/<name>.csv`.
 fn prelude(dir: &Path) -> String {

@@ -6,24 +6,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 use datter::learn::{self, Centring, Init, KMeansOptions, Matrix};
 use serde_json::Value;
 
-/// Runs a Python snippet, failing with what to install when it cannot; returns its JSON.
-fn python(code: &str) -> Value {
-    let out = Command::new("python3")
-        .args(["-c", code])
-        .output()
-        .expect("python3 is needed for this test");
-    assert!(
-        out.status.success(),
-        "python3 with numpy and scikit-learn failed (pip install numpy scikit-learn): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+mod common;
+use common::python_json as python;
 
 /// A `.npy` of `n × d` floats as datter reads it, row-major.
 fn load(path: &Path) -> (Vec<f64>, usize) {
