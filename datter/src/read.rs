@@ -66,14 +66,16 @@ pub fn csv_bytes(path: &Path, bytes: &[u8]) -> Result<Frame, ReadError> {
             "no header line: the first line names the columns",
         ));
     }
-    let mut fields: Vec<Vec<String>> = vec![Vec::new(); header.len()];
+    // Each column's fields end to end in one buffer: no allocation per field, and a column
+    // of numbers never becomes strings at all.
+    let mut fields: Vec<Fields> = (0..header.len()).map(|_| Fields::default()).collect();
     let mut rec = csv::StringRecord::new();
     loop {
         match r.read_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
-                for (i, f) in rec.iter().enumerate() {
-                    fields[i].push(f.to_owned());
+                for (column, f) in fields.iter_mut().zip(rec.iter()) {
+                    column.push(f);
                 }
             }
             Err(e) => return Err(csv_error(path, &e)),
@@ -119,9 +121,35 @@ fn is_missing(s: &str) -> bool {
     )
 }
 
+/// One column's fields as read, end to end.
+#[derive(Default)]
+struct Fields {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Fields {
+    fn push(&mut self, field: &str) {
+        self.text.push_str(field);
+        self.ends.push(self.text.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        // Every end is a char boundary: each was the length after a whole `&str`.
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| self.text.get(a..b).unwrap_or_default())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
 /// The narrowest column that holds every field: integers, floats (with NaN gaps), booleans,
 /// else text.
-fn infer(values: Vec<String>) -> Column {
+fn infer(values: Fields) -> Column {
     if !values.is_empty() {
         let ints: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
         if let Some(ints) = ints {
@@ -152,7 +180,7 @@ fn infer(values: Vec<String>) -> Column {
     if let Some(b) = bools {
         return Column::Bool(b);
     }
-    Column::Text(values)
+    Column::Text(values.iter().map(str::to_owned).collect())
 }
 
 /// Parses JSON text: records, columns, or an array of numbers.
