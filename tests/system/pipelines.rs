@@ -233,15 +233,7 @@ fn the_example_runs_end_to_end_through_up() {
     let limit = std::time::Duration::from_secs(120);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let child = crate::up::start_up_with(
-        &home,
-        crate::support::free_port(),
-        &["--coordinators", "1", "--workers", "2"],
-    );
-    let mut up = Up {
-        home: home.clone(),
-        child,
-    };
+    let mut up = Up::two_workers(&home);
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/experiment2");
     let addr = "/sources/tali/experiment2";
     let cli = |args: &[&str]| {

@@ -617,6 +617,19 @@ pub(crate) struct Up {
 }
 
 impl Up {
+    /// `plotter2 up --coordinators 1 --workers 2` on `home`, ready.
+    pub fn two_workers(home: &std::path::Path) -> Up {
+        let child = crate::up::start_up_with(
+            home,
+            crate::support::free_port(),
+            &["--coordinators", "1", "--workers", "2"],
+        );
+        Up {
+            home: home.to_owned(),
+            child,
+        }
+    }
+
     pub fn stop(&mut self) {
         let tree = crate::up::children(&self.home);
         // SAFETY: kill(2) on the process we started.
@@ -703,15 +716,7 @@ fn two_workers_of_one_home_run_a_sweep_of_new_code() {
     for round in 1..=3 {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
-        let child = crate::up::start_up_with(
-            &home,
-            crate::support::free_port(),
-            &["--coordinators", "1", "--workers", "2"],
-        );
-        let mut up = Up {
-            home: home.clone(),
-            child,
-        };
+        let mut up = Up::two_workers(&home);
         let code = dir.path().join("code");
         write_bundle(&code, Some(&code_manifest()), &files);
         let (ok, out, err) = crate::up::cli(&home, &["push", code.to_str().unwrap(), addr]);
