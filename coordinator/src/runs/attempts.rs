@@ -135,13 +135,13 @@ impl Registry {
                 if let Some(out) = output {
                     // An output may go below the run's node (a report's handoff), never
                     // elsewhere; the worker checked the manifest against this address.
-                    let at = out
-                        .manifest
-                        .meta
-                        .address
-                        .clone()
-                        .filter(|a| a.is_within(&r.node) && *a != r.node)
-                        .filter(|a| self.plan_lineage(a, &mut plan.events).is_ok());
+                    // A target that cannot be made (an archived node) keeps it at the node.
+                    let at = match out.manifest.meta.address.clone() {
+                        Some(a) if a.is_within(&r.node) && a != r.node => {
+                            self.plan_lineage(&a, &mut plan.events).ok().map(|()| a)
+                        }
+                        _ => None,
+                    };
                     let version = plan.add_bundle(
                         self,
                         at.as_ref().unwrap_or(&r.node),

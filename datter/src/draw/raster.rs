@@ -103,18 +103,8 @@ pub fn draw_layer(pm: &mut Pixmap, layer: &Layer) -> Result<(), DrawError> {
                     pb.close();
                 }
                 let Some(path) = pb.finish() else { continue };
-                if let (Some(f), true) = (fill, *closed) {
-                    pm.fill_path(
-                        &path,
-                        &paint(*f),
-                        FillRule::Winding,
-                        Transform::identity(),
-                        mask.as_ref(),
-                    );
-                }
-                if let Some(s) = stroke {
-                    stroke_path(pm, &path, *s, mask.as_ref());
-                }
+                let fill = fill.filter(|_| *closed);
+                draw_path(pm, &path, fill, *stroke, mask.as_ref());
             }
             Mark::Circle {
                 cx,
@@ -126,18 +116,7 @@ pub fn draw_layer(pm: &mut Pixmap, layer: &Layer) -> Result<(), DrawError> {
                 let Some(path) = PathBuilder::from_circle(*cx, *cy, r.max(0.1)) else {
                     continue;
                 };
-                if let Some(f) = fill {
-                    pm.fill_path(
-                        &path,
-                        &paint(*f),
-                        FillRule::Winding,
-                        Transform::identity(),
-                        mask.as_ref(),
-                    );
-                }
-                if let Some(s) = stroke {
-                    stroke_path(pm, &path, *s, mask.as_ref());
-                }
+                draw_path(pm, &path, *fill, *stroke, mask.as_ref());
             }
             Mark::Dots {
                 xy,
@@ -161,6 +140,28 @@ fn paint(c: Rgba) -> Paint<'static> {
     p.set_color_rgba8(c.r, c.g, c.b, c.a);
     p.anti_alias = true;
     p
+}
+
+/// Fills `path` (when there is a fill), then strokes it (when there is a stroke).
+fn draw_path(
+    pm: &mut Pixmap,
+    path: &tiny_skia::Path,
+    fill: Option<Rgba>,
+    stroke: Option<Stroke>,
+    mask: Option<&Mask>,
+) {
+    if let Some(f) = fill {
+        pm.fill_path(
+            path,
+            &paint(f),
+            FillRule::Winding,
+            Transform::identity(),
+            mask,
+        );
+    }
+    if let Some(s) = stroke {
+        stroke_path(pm, path, s, mask);
+    }
 }
 
 fn stroke_path(pm: &mut Pixmap, path: &tiny_skia::Path, s: Stroke, mask: Option<&Mask>) {

@@ -799,6 +799,10 @@ mod tests {
             assert!(svg.contains(label), "the legend names {label}");
         }
         assert_eq!(out.handoff.as_deref(), Some(HANDOFF_DEFAULT));
+        // Without a `legend` step, no legend.
+        let bare = go(json!(["access", "label", "pca", "plot"]), &inputs).unwrap();
+        let svg = bare.figures[0].figure.to_svg().unwrap();
+        assert!(!svg.contains("lr=0.1"), "no legend was asked for");
         // The reward report: one line per bundle, named in the legend.
         let out = go(
             json!([["access", {"from": "metrics", "columns": ["step", "reward"]}],

@@ -244,14 +244,12 @@ impl Sketch {
                 )));
             }
         }
-        if self.plot.legend == LegendPlace::Hidden && self.legend != LegendPlace::Hidden {
-            self.plot.legend = self.legend;
-            // Cluster names sit by their outlines all over the plot: a legend inside would
-            // cover some of them.
-            if self.clusters.is_some() && self.legend == LegendPlace::Auto {
-                self.plot.legend = LegendPlace::Outside;
-            }
-        }
+        // No `legend` step, no legend. Cluster names sit by their outlines all over the
+        // plot: a legend inside would cover some of them.
+        self.plot.legend = match self.legend {
+            LegendPlace::Auto if self.clusters.is_some() => LegendPlace::Outside,
+            place => place,
+        };
         self.plotted = true;
         Ok(())
     }
