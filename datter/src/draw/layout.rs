@@ -17,12 +17,12 @@ const SUB_TITLE_SIZE: f32 = 15.0;
 const AXIS_TITLE_SIZE: f32 = 13.5;
 const TICK_SIZE: f32 = 12.0;
 const LEGEND_SIZE: f32 = 12.0;
-const PAD: f32 = 6.0;
+pub(super) const PAD: f32 = 6.0;
 const TICK_LEN: f32 = 5.0;
 /// Least free room between two neighbouring tick labels.
 const LABEL_GAP: f32 = 8.0;
 /// Widest a tick label or legend entry may be before it is cut with an ellipsis.
-const MAX_LABEL: f32 = 140.0;
+pub(super) const MAX_LABEL: f32 = 140.0;
 const MAX_LEGEND: f32 = 200.0;
 /// Above this many cells a heatmap's cells are not labelled.
 const MAX_CELL_LABELS: usize = 400;
@@ -92,6 +92,7 @@ fn figure(
     }
     match &fig.body {
         Body::Plot(plot) => plot_area(plot, body, m, out),
+        Body::Table(table) => super::table::table_area(table, body, m, out),
         Body::Grid { cols, figures } => {
             let cols = (*cols).max(1);
             let rows = figures.len().div_ceil(cols).max(1);
@@ -108,7 +109,7 @@ fn figure(
 
 /// A laid-out text mark with its bounds.
 #[allow(clippy::too_many_arguments)]
-fn text(
+pub(super) fn text(
     x: f32,
     y: f32,
     s: String,
@@ -146,7 +147,7 @@ fn text(
 }
 
 /// `s` cut with an ellipsis so that it is at most `max` pixels wide.
-fn fit(s: &str, size: f32, bold: bool, max: f32) -> Result<String, DrawError> {
+pub(super) fn fit(s: &str, size: f32, bold: bool, max: f32) -> Result<String, DrawError> {
     // Room for renderers that ignore the SVG's textLength and round hinted advances up.
     let max = max / HINTING_SLACK;
     if measure(s, size, bold)?.width <= max {
@@ -243,14 +244,14 @@ fn bins(values: &[f64], bins: usize, ax: &Ax) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Sizes that do not depend on the data.
-struct Metrics {
+pub(super) struct Metrics {
     title: f32,
     sub_title: f32,
     axis_title: f32,
-    tick: f32,
+    pub(super) tick: f32,
     legend: f32,
-    tick_h: f32,
-    tick_ascent: f32,
+    pub(super) tick_h: f32,
+    pub(super) tick_ascent: f32,
     title_h: f32,
     title_ascent: f32,
     legend_h: f32,

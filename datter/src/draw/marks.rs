@@ -86,6 +86,10 @@ pub enum Role {
     Cell,
     /// An annotation or cluster label.
     Note,
+    /// A table's column name.
+    TableHead,
+    /// A table's cell.
+    TableCell,
 }
 
 impl Role {
@@ -100,6 +104,8 @@ impl Role {
             Role::ColourBar => "colour-bar",
             Role::Cell => "cell",
             Role::Note => "note",
+            Role::TableHead => "table-head",
+            Role::TableCell => "table-cell",
         }
     }
 }

@@ -33,6 +33,7 @@
 //!   [`Annotation`] added with [`Plot::annotate`].
 //! - `clusters`: [`Plot::add_clusters`] with the labels of `dbscan`/`kmeans` (noise is < 0)
 //!   and a [`ClusterStyle`] (circle or hull, label, drop or grey the noise).
+//! - `table`: [`Figure::table`] of a [`Table`] of cells (a grid cell can be one too).
 //! - output: [`Figure::to_png`], [`Figure::to_svg`] or [`Figure::save`] (by extension).
 
 pub mod colour;
@@ -41,6 +42,7 @@ pub mod marks;
 pub mod raster;
 pub mod scene;
 pub mod svg;
+mod table;
 pub mod text;
 pub mod ticks;
 
@@ -50,7 +52,7 @@ pub use colour::Rgba;
 pub use marks::Canvas;
 pub use scene::{
     Annotation, Axis, Body, ClusterStyle, Enclosure, Figure, Kind, LegendPlace, Plot, PointColours,
-    Scale, Series,
+    Scale, Series, Table,
 };
 
 /// Why a figure could not be drawn or written.

@@ -32,6 +32,22 @@ pub enum Body {
         /// The sub-figures; each may have its own title and may be a grid again.
         figures: Vec<Figure>,
     },
+    /// A table of text cells.
+    Table(Box<Table>),
+}
+
+/// A table drawn as a picture: a header row over rows of cells, numbers aligned right. Rows
+/// that do not fit the figure are counted in a note below the last one shown.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    /// The column names.
+    pub columns: Vec<String>,
+    /// Which columns hold numbers (aligned right).
+    pub numeric: Vec<bool>,
+    /// The cells, row by row, as many as `columns` a row.
+    pub rows: Vec<Vec<String>>,
+    /// Rows not among `rows` (the table was cut before it was drawn).
+    pub more: usize,
 }
 
 impl Figure {
@@ -53,6 +69,17 @@ impl Figure {
             width,
             height,
             body: Body::Grid { cols, figures },
+            text_scale: 1.0,
+        }
+    }
+
+    /// A figure of `width` × `height` pixels showing `table`.
+    pub fn table(width: u32, height: u32, table: Table) -> Figure {
+        Figure {
+            title: None,
+            width,
+            height,
+            body: Body::Table(Box::new(table)),
             text_scale: 1.0,
         }
     }
