@@ -63,7 +63,8 @@ fn plot(f: &Figure) -> &Plot {
     }
 }
 
-/// The APNG's frames as RGB bytes (the default image left out) and the frame count it declares.
+/// The APNG's frames as a browser shows them (RGBA, each patch blended over the frame before),
+/// the default image left out, and the frame count it declares.
 fn decode(d: &Drawn) -> (u32, Vec<Vec<u8>>) {
     let bytes = d.animation.as_ref().unwrap().to_apng().unwrap();
     if let Ok(dir) = std::env::var("DATTER_DRAW_SAMPLES") {
@@ -78,26 +79,36 @@ fn decode(d: &Drawn) -> (u32, Vec<Vec<u8>>) {
     let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes))
         .read_info()
         .unwrap();
+    let (w, h) = reader.info().size();
+    assert_eq!((w, h), (800, 560));
     let declared = reader.info().animation_control.unwrap().num_frames;
-    let mut frames = Vec::new();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let default = buf[..info.buffer_size()].to_vec();
+    let mut shown = vec![0u8; default.len()];
+    let mut frames = Vec::new();
     while let Ok(info) = reader.next_frame(&mut buf) {
-        assert_eq!(
-            (info.width, info.height),
-            (800, 560),
-            "every frame is whole"
-        );
-        frames.push(buf[..info.buffer_size()].to_vec());
+        let fc = reader.info().frame_control.unwrap();
+        for y in 0..info.height {
+            for x in 0..info.width {
+                let s = ((y * info.width + x) * 4) as usize;
+                let d = (((fc.y_offset + y) * w + fc.x_offset + x) * 4) as usize;
+                if buf[s + 3] == 255 {
+                    shown[d..d + 4].copy_from_slice(&buf[s..s + 4]);
+                }
+            }
+        }
+        frames.push(shown.clone());
     }
-    // The default image (for viewers that do not animate) comes first: the last frame.
-    assert_eq!(frames.first(), frames.last());
-    (declared, frames.split_off(1))
+    // The default image (for viewers that do not animate) is the last frame.
+    assert!(frames.last() == Some(&default));
+    (declared, frames)
 }
 
 /// Pixels in a colour (series, legend swatches), not white, grey or black.
-fn coloured(rgb: &[u8]) -> usize {
-    rgb.chunks_exact(3)
-        .filter(|p| p.iter().max().unwrap() - p.iter().min().unwrap() > 60)
+fn coloured(rgba: &[u8]) -> usize {
+    rgba.chunks_exact(4)
+        .filter(|p| p[..3].iter().max().unwrap() - p[..3].iter().min().unwrap() > 60)
         .count()
 }
 
@@ -156,7 +167,7 @@ fn a_cumulative_line_plot_animates_over_its_steps() {
     };
     assert!(x.is_empty());
     assert!(anim.frames[0].to_svg().unwrap().contains("b3:2"));
-    // The APNG: ten frames of one size, the first with far less drawn than the last.
+    // The APNG: ten frames, the first with far less drawn than the last.
     let (declared, frames) = decode(d);
     assert_eq!((declared, frames.len()), (10, 10));
     let (few, all) = (coloured(&frames[0]), coloured(&frames[9]));
