@@ -2,7 +2,8 @@
 //! pipeline task (see `plotter2_node::pipeline`). It runs datter over the files the plan
 //! lists and writes what the pipeline made into DIR: `data.csv`, the frame as the last step
 //! left it, `<table>.csv` for each table a step put aside, `<figure>.png` and `.svg` for each
-//! figure the drawing ops made, and `index.html` when a `report`
+//! figure the drawing ops made (an animated one's PNG an APNG, its SVG the last frame), and
+//! `index.html` when a `report`
 //! step asked for a page; where a `handoff` sent the output goes beside the plan
 //! (`PipelineResult`). A failure is printed once, to
 //! the attempt's log, naming the step, its op and the input file as `ADDR@V:path`.
@@ -100,18 +101,26 @@ pub fn run(plan_path: &Path, out: &Path, memory: Option<u64>) -> Result<()> {
     for d in &output.figures {
         let drawing = std::time::Instant::now();
         let (png, svg) = (format!("{}.png", d.name), format!("{}.svg", d.name));
-        let bytes = d
-            .figure
-            .to_png()
-            .with_context(|| format!("drawing {png} ({:?})", d.title))?;
+        // An animation's PNG is an APNG, which a browser plays in the report's <img>; its SVG
+        // is the last frame.
+        let bytes = match &d.animation {
+            Some(a) => a.to_apng(),
+            None => d.figure.to_png(),
+        }
+        .with_context(|| format!("drawing {png} ({:?})", d.title))?;
         std::fs::write(out.join(&png), bytes).with_context(|| format!("writing {png}"))?;
         let text = d
             .figure
             .to_svg()
             .with_context(|| format!("drawing {svg} ({:?})", d.title))?;
         std::fs::write(out.join(&svg), text).with_context(|| format!("writing {svg}"))?;
+        let frames = d
+            .animation
+            .as_ref()
+            .map(|a| format!(" ({} frames)", a.frames.len()))
+            .unwrap_or_default();
         println!(
-            "wrote {png} and {svg}: {:?} in {:.1} ms",
+            "wrote {png}{frames} and {svg}: {:?} in {:.1} ms",
             d.title,
             drawing.elapsed().as_secs_f64() * 1000.0
         );

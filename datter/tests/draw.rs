@@ -613,3 +613,65 @@ fn odd_inputs_never_panic() {
     plot.add(Series::heatmap(0, 0, vec![]));
     Figure::new(300, 200, plot).to_png().unwrap();
 }
+
+#[test]
+fn a_part_drawn_over_the_whole_s_axis_ranges_keeps_its_ticks() {
+    let whole = line_plot();
+    let datter::draw::Body::Plot(full) = &whole.body else {
+        panic!("one plot")
+    };
+    let [x, y] = datter::draw::layout::axis_ranges(full).unwrap();
+    let (x, y) = (x.unwrap(), y.unwrap());
+    // The data's range (0..9950 steps) with the layout's 5% margin.
+    assert!(
+        (x.0 + 497.5).abs() < 1e-9 && (x.1 - 10_447.5).abs() < 1e-9,
+        "{x:?}"
+    );
+    // The first 20 steps alone fit other axes; over the whole's ranges, the same ticks.
+    let mut part = (**full).clone();
+    for s in &mut part.series {
+        if let datter::draw::Kind::Line { x, y, .. } = &mut s.kind {
+            x.truncate(20);
+            y.truncate(20);
+        }
+    }
+    let ticks = |plot: Plot| {
+        let svg = check("part", &Figure::new(800, 500, plot));
+        let ts = texts(&svg);
+        (
+            with_class(&ts, "tick-x").join(" "),
+            with_class(&ts, "tick-y").join(" "),
+        )
+    };
+    let own = ticks(part.clone());
+    part.x.range = Some(x);
+    part.y.range = Some(y);
+    assert_eq!(ticks(part), ticks((**full).clone()));
+    assert_ne!(
+        own,
+        ticks((**full).clone()),
+        "the part alone fits its own axes"
+    );
+    // A category axis is left to the layout; a log axis's range is in data units.
+    let [bx, by] = datter::draw::layout::axis_ranges(&match bars().body {
+        datter::draw::Body::Plot(p) => *p,
+        _ => panic!("one plot"),
+    })
+    .unwrap();
+    assert!(
+        bx.is_none() && by.is_some_and(|(lo, _)| lo == 0.0),
+        "{by:?}"
+    );
+    let mut log = Plot {
+        x: Axis {
+            title: None,
+            scale: Scale::Log,
+            range: None,
+        },
+        ..Plot::default()
+    };
+    log.add(Series::line("l", vec![1.0, 100.0], vec![1.0, 2.0]));
+    let [lx, _] = datter::draw::layout::axis_ranges(&log).unwrap();
+    let (lo, hi) = lx.unwrap();
+    assert!((lo.log10() + 0.1).abs() < 1e-9 && (hi.log10() - 2.1).abs() < 1e-9);
+}

@@ -58,6 +58,24 @@ pub fn layout(fig: &Figure) -> Result<Canvas, DrawError> {
     Ok(canvas)
 }
 
+/// The ranges in data units that `plot`'s x and y axes are drawn over: a fixed range, else
+/// the data's with the layout's margin; none for a category axis (bars, heatmaps). Fixing
+/// these as [`super::Axis`]'s `range` draws a part of the data over the same axes, as an
+/// animation's frames are.
+pub fn axis_ranges(plot: &Plot) -> Result<[Option<(f64, f64)>; 2], DrawError> {
+    let seen = see(plot)?;
+    let data = |ax: &Ax| {
+        ax.cats.is_none().then(|| {
+            if ax.log {
+                (10f64.powf(ax.lo), 10f64.powf(ax.hi))
+            } else {
+                (ax.lo, ax.hi)
+            }
+        })
+    };
+    Ok([data(&seen.x), data(&seen.y)])
+}
+
 fn figure(
     fig: &Figure,
     rect: Rect,

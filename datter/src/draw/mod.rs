@@ -35,7 +35,11 @@
 //!   and a [`ClusterStyle`] (circle or hull, label, drop or grey the noise).
 //! - `table`: [`Figure::table`] of a [`Table`] of cells (a grid cell can be one too).
 //! - output: [`Figure::to_png`], [`Figure::to_svg`] or [`Figure::save`] (by extension).
+//! - `animate`: an [`Animation`] of one figure per frame value, each plotting the rows up to
+//!   (or at) that value with the whole data's axis ranges ([`Axis`]'s `range`, from
+//!   [`layout::axis_ranges`]) and group colours, written by [`Animation::to_apng`].
 
+pub mod animate;
 pub mod colour;
 pub mod layout;
 pub mod marks;
@@ -48,6 +52,7 @@ pub mod ticks;
 
 use std::path::{Path, PathBuf};
 
+pub use animate::Animation;
 pub use colour::Rgba;
 pub use marks::Canvas;
 pub use scene::{
@@ -80,6 +85,9 @@ pub enum DrawError {
     /// The embedded font could not be read (a build fault).
     #[error("the embedded font is unreadable: {0}")]
     Font(String),
+    /// An animation's frames do not make one (none, or of different sizes).
+    #[error("{0}")]
+    Animation(String),
     /// PNG encoding failed.
     #[error("PNG encoding failed: {0}")]
     Png(String),

@@ -738,9 +738,7 @@ pub fn encode_png(pm: &Pixmap) -> Result<Vec<u8>, DrawError> {
         enc.set_compression(png::Compression::Fast);
         let bytes: Vec<u8> = if opaque {
             enc.set_color(png::ColorType::Rgb);
-            data.chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect()
+            rgb_on_white(pm)
         } else {
             enc.set_color(png::ColorType::Rgba);
             pm.clone().take_demultiplied()
@@ -753,6 +751,22 @@ pub fn encode_png(pm: &Pixmap) -> Result<Vec<u8>, DrawError> {
         w.finish().map_err(|e| DrawError::Png(e.to_string()))?;
     }
     Ok(out)
+}
+
+/// The pixmap's RGB bytes as seen over white (exact for the opaque pixmaps [`render`] makes:
+/// its premultiplied colour plus the white showing through).
+pub(crate) fn rgb_on_white(pm: &Pixmap) -> Vec<u8> {
+    pm.data()
+        .chunks_exact(4)
+        .flat_map(|p| {
+            let white = 255 - p[3];
+            [
+                p[0].saturating_add(white),
+                p[1].saturating_add(white),
+                p[2].saturating_add(white),
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]

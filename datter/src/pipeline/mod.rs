@@ -1,6 +1,7 @@
 //! Pipelines: named ops with typed params, checked before anything runs, then run over a
 //! task's inputs.
 
+mod animate;
 mod math;
 mod params;
 mod registry;
@@ -10,6 +11,7 @@ mod sketch;
 mod spec;
 mod steps;
 
+pub use animate::{MAX_ROWS_DRAWN, MODES as ANIMATE_MODES};
 pub use registry::{HANDOFF_DEFAULT, REDUCTIONS, lookup, ops};
 pub use run::{
     CLUSTER, Inputs, LABEL, Origin, Output, PARAM_PREFIX, PROVENANCE, RunError, Source,

@@ -246,6 +246,16 @@ static OPS: &[OpSpec] = &[
         ],
     },
     OpSpec {
+        name: "animate",
+        aliases: &[],
+        params: &[
+            opt("over", T::Text),
+            opt("frames", T::Count),
+            opt("mode", T::Choice(&super::animate::MODES)),
+            opt("delay_ms", T::Count),
+        ],
+    },
+    OpSpec {
         name: "clusters",
         aliases: &[],
         params: &[

@@ -49,7 +49,7 @@ impl State {
         let sketch = match self.sketch.take() {
             Some(s) if s.plotted() => {
                 self.sketch = Some(s);
-                self.finish_sketch();
+                self.finish_sketch().map_err(|e| at(e.into()))?;
                 None
             }
             s => s,
@@ -72,7 +72,7 @@ impl State {
                 ..State::default()
             };
             let ran = sub.run(rest, inputs, done);
-            sub.finish_sketch();
+            let finished = sub.finish_sketch();
             self.figures = titled(std::mem::take(&mut sub.figures), drawn, &key);
             ran.map_err(|mut e| {
                 e.cause = StepFailure::Group {
@@ -81,6 +81,7 @@ impl State {
                 };
                 e
             })?;
+            finished.map_err(|e| at(e.into()))?;
             let keyed = |f: Frame| with_key(f, &key).map_err(|e| at(e.into()));
             frames.push(keyed(sub.data)?);
             for t in sub.tables {
@@ -118,8 +119,7 @@ fn titled(figures: Vec<Drawn>, from: usize, key: &[(String, Column)]) -> Vec<Dra
         .enumerate()
         .map(|(i, mut d)| {
             if i >= from {
-                d.title = format!("{}: {group}", d.title);
-                d.figure = d.figure.with_title(d.title.clone());
+                d.retitle(format!("{}: {group}", d.title));
             }
             d
         })

@@ -164,7 +164,12 @@ pub fn run_observed(
 ) -> Result<Output, RunError> {
     let mut state = State::default();
     state.run(steps, inputs, done)?;
-    state.finish_sketch();
+    // The last figure is finished after the last step (an animation's frames are drawn then).
+    state.finish_sketch().map_err(|cause| RunError {
+        index: steps.last().map_or(0, |s| s.index),
+        op: steps.last().map_or("none", |s| s.op.name),
+        cause: cause.into(),
+    })?;
     Ok(Output {
         figures: state.figures,
         data: state.data,
@@ -200,6 +205,12 @@ impl State {
         for (i, step) in steps.iter().enumerate() {
             if step.op.name == "repeat" {
                 return self.repeat(step, &steps[i + 1..], inputs, done);
+            }
+            if step.op.name == "plot"
+                && let Some(a) = animate_ahead(&steps[i + 1..])
+            {
+                // The plot keeps its data for the frames only when they are to be drawn.
+                self.sketch().foresee(&a.params);
             }
             let start = std::time::Instant::now();
             self.step(step, inputs).map_err(|cause| RunError {
@@ -265,7 +276,7 @@ impl State {
             "kmeans" => self.kmeans(p)?,
             "dbscan" => self.dbscan(p)?,
             "frame" => {
-                self.finish_sketch();
+                self.finish_sketch()?;
                 self.sketch = Some(Sketch::new(p));
             }
             "axis" => self.sketch().axis(p),
@@ -274,6 +285,7 @@ impl State {
             "gradient" => self.sketch().gradient(p),
             "font" => self.sketch().font(p),
             "visualtype" => self.sketch().kind(p),
+            "animate" => self.sketch().animate(p)?,
             "clusters" => {
                 let method = text(p, "method");
                 match method {
@@ -486,12 +498,13 @@ impl State {
     }
 
     /// Finishes the figure being put together, if anything was plotted on it.
-    pub(super) fn finish_sketch(&mut self) {
+    pub(super) fn finish_sketch(&mut self) -> Result<(), DataError> {
         if let Some(s) = self.sketch.take()
-            && let Some(d) = s.finish(self.figures.len() + 1)
+            && let Some(d) = s.finish(self.figures.len() + 1)?
         {
             self.figures.push(d);
         }
+        Ok(())
     }
 
     fn pca(&mut self, p: &Map<String, Value>) -> Result<(), StepFailure> {
@@ -612,6 +625,15 @@ impl State {
             frame,
         });
     }
+}
+
+/// The figure's `animate` step among `rest` (the steps after a plot), if it has one: the last
+/// before the figure ends at a `frame` or a `repeat`.
+fn animate_ahead(rest: &[Step]) -> Option<&Step> {
+    rest.iter()
+        .take_while(|s| !matches!(s.op.name, "frame" | "repeat"))
+        .filter(|s| s.op.name == "animate")
+        .last()
 }
 
 /// `b3:<hex>` shortened to its first 12 hex digits; anything else as it is.
