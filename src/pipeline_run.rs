@@ -124,7 +124,9 @@ pub fn run(plan_path: &Path, out: &Path, memory: Option<u64>) -> Result<()> {
             d.title,
             drawing.elapsed().as_secs_f64() * 1000.0
         );
-        pictures.push((d.title.clone(), png, svg));
+        if d.in_report {
+            pictures.push((d.title.clone(), png, svg));
+        }
     }
     if let Some(title) = &output.report {
         let csv: Vec<String> = output

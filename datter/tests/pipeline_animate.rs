@@ -6,40 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use datter::draw::{Body, Figure, Kind, Plot};
-use datter::pipeline::{Drawn, Inputs, Origin, Output, RunError, Source, check, run};
+use datter::pipeline::{Drawn, Inputs, Output, RunError, check, run};
 use serde_json::{Value, json};
+
+mod common;
+use common::metrics_inputs as inputs;
 
 fn go(steps: Value, inputs: &Inputs) -> Result<Output, RunError> {
     let steps = check(steps.as_array().unwrap(), &["metrics"]).unwrap();
     run(&steps, inputs)
-}
-
-/// Three bundles of `metrics.csv`, 20 steps each, rewards rising at different rates; the third
-/// starts at step 5.
-fn inputs(dir: &std::path::Path) -> Inputs {
-    let mut files = Vec::new();
-    for (i, (first, rate)) in [(0, 0.05), (0, 0.1), (5, 0.2)].iter().enumerate() {
-        let path = dir.join(format!("m{i}.csv"));
-        let mut text = "step,reward\n".to_owned();
-        for s in *first..20 {
-            let r = 1.0 - (-(s as f64) * rate).exp() + 0.03 * (s as f64 + i as f64).sin();
-            text.push_str(&format!("{s},{r}\n"));
-        }
-        std::fs::write(&path, text).unwrap();
-        files.push(Source {
-            path,
-            origin: Origin {
-                bundle: format!("b3:{i}"),
-                address: format!("/e/sweep-1/lr=0.{i}"),
-                version: 1,
-                file: "metrics.csv".into(),
-                params: [("lr".to_owned(), format!("0.{i}"))].into(),
-            },
-        });
-    }
-    let mut inputs = Inputs::new();
-    inputs.insert("metrics", files);
-    inputs
 }
 
 /// The reward report with `animate` at `at` among its drawing steps.
@@ -59,7 +34,7 @@ fn reward_report(animate: Value, at: usize) -> Value {
 fn plot(f: &Figure) -> &Plot {
     match &f.body {
         Body::Plot(p) => p,
-        Body::Grid { .. } => panic!("one plot"),
+        _ => panic!("one plot"),
     }
 }
 

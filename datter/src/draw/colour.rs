@@ -67,9 +67,21 @@ pub const TAB10: [Rgba; 10] = [
     Rgba::rgb(0x17, 0xbe, 0xcf),
 ];
 
-/// The `i`-th categorical colour; the palette repeats after ten.
+/// The `i`-th categorical colour: the ten, then lighter and darker shades of them (as
+/// matplotlib's tab20 pairs them), so thirty series are told apart; then it repeats.
 pub fn categorical(i: usize) -> Rgba {
-    TAB10[i % TAB10.len()]
+    let base = TAB10[i % TAB10.len()];
+    match (i / TAB10.len()) % 3 {
+        0 => base,
+        1 => {
+            let light = |c: u8| (f64::from(c) + (255.0 - f64::from(c)) * 0.45).round() as u8;
+            Rgba::rgb(light(base.r), light(base.g), light(base.b))
+        }
+        _ => {
+            let dark = |c: u8| (f64::from(c) * 0.6).round() as u8;
+            Rgba::rgb(dark(base.r), dark(base.g), dark(base.b))
+        }
+    }
 }
 
 /// Viridis at nine even stops: perceptually uniform and readable in grey and by the colour-blind.
@@ -157,5 +169,14 @@ mod tests {
         assert_eq!(c[0], TAB10[0]);
         assert_eq!(c[1], TAB10[1]);
         assert_eq!(c[3], TAB10[2]);
+    }
+
+    #[test]
+    fn thirty_categories_have_thirty_colours() {
+        let mut all: Vec<Rgba> = (0..30).map(categorical).collect();
+        all.sort_by_key(|c| (c.r, c.g, c.b));
+        all.dedup();
+        assert_eq!(all.len(), 30);
+        assert_eq!(categorical(30), categorical(0));
     }
 }

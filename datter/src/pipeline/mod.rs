@@ -2,6 +2,7 @@
 //! task's inputs.
 
 mod animate;
+mod grid;
 mod math;
 mod params;
 mod registry;

@@ -197,6 +197,17 @@ static OPS: &[OpSpec] = &[
             opt("title", T::Text),
             opt("width", T::Count),
             opt("height", T::Count),
+            opt("cols", T::Count),
+            opt("alone", T::Bool),
+        ],
+    },
+    OpSpec {
+        name: "table",
+        aliases: &[],
+        params: &[
+            opt("columns", T::Texts),
+            opt("rows", T::Count),
+            opt("title", T::Text),
         ],
     },
     OpSpec {

@@ -4,7 +4,8 @@
 //! dropped them), and so are the tables the steps put aside, by name, with the `by` columns
 //! in front. A figure started before `repeat` and not yet plotted on is carried into every
 //! group, so `frame, axis, repeat, plot` draws one figure per group; each group's figures are
-//! kept in order, their titles ending in the group's value (`Reward: lr=0.1`).
+//! kept in order, their titles ending in the group's value (`Reward: lr=0.1`). A grid open
+//! before `repeat` takes every group's figures as cells; one opened after it is per group.
 
 use super::params::texts;
 use super::run::{Inputs, LABEL, RunError, State, StepFailure};
@@ -64,15 +65,22 @@ impl State {
                 .filter_map(|b| part.get(b).map(|c| (b.clone(), c.take(&[0]))))
                 .collect();
             let drawn = self.figures.len();
+            let open_grid = self.grid.as_ref().map(|g| g.from);
             let mut sub = State {
                 data: part,
                 labelled: self.labelled,
                 sketch: sketch.clone(),
                 figures: std::mem::take(&mut self.figures),
+                grid: self.grid.take(),
                 ..State::default()
             };
             let ran = sub.run(rest, inputs, done);
             let finished = sub.finish_sketch();
+            // A grid the group opened is the group's; one open before the repeat goes on.
+            if sub.grid.as_ref().map(|g| g.from) != open_grid {
+                sub.close_grid();
+            }
+            self.grid = sub.grid.take();
             self.figures = titled(std::mem::take(&mut sub.figures), drawn, &key);
             ran.map_err(|mut e| {
                 e.cause = StepFailure::Group {

@@ -170,6 +170,7 @@ pub fn run_observed(
         op: steps.last().map_or("none", |s| s.op.name),
         cause: cause.into(),
     })?;
+    state.close_grid();
     Ok(Output {
         figures: state.figures,
         data: state.data,
@@ -191,6 +192,8 @@ pub(super) struct State {
     /// The figure the drawing ops are putting together, and those finished.
     pub(super) sketch: Option<Sketch>,
     pub(super) figures: Vec<Drawn>,
+    /// The grid the finished figures go into, while one is open.
+    pub(super) grid: Option<super::grid::Grid>,
 }
 
 impl State {
@@ -275,15 +278,17 @@ impl State {
             f if Func::parse(f).is_some() => self.elementwise(f, p)?,
             "kmeans" => self.kmeans(p)?,
             "dbscan" => self.dbscan(p)?,
-            "frame" => {
-                self.finish_sketch()?;
-                self.sketch = Some(Sketch::new(p));
-            }
+            "frame" => self.frame(p)?,
+            "table" => self.table(p)?,
             "axis" => self.sketch().axis(p),
             "legend" => self.sketch().legend(p),
             "colour" => self.sketch().colour(p),
             "gradient" => self.sketch().gradient(p),
-            "font" => self.sketch().font(p),
+            "font" => {
+                self.sketch().font(p);
+                let scale = self.sketch().text_scale();
+                self.grid_font(scale);
+            }
             "visualtype" => self.sketch().kind(p),
             "animate" => self.sketch().animate(p)?,
             "clusters" => {

@@ -94,6 +94,8 @@ pub struct Drawn {
     pub figure: Figure,
     /// Its frames, when an `animate` step made it an animation.
     pub animation: Option<Animation>,
+    /// Whether the report page shows it (a table's picture is not: the page shows the table).
+    pub in_report: bool,
 }
 
 impl Drawn {
@@ -307,6 +309,21 @@ impl Sketch {
         self.plot.annotate(a);
     }
 
+    /// Its title, as `frame` gave it.
+    pub fn title(&self) -> Option<String> {
+        self.title.clone()
+    }
+
+    /// Its size in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// Its text scale, as `font` gave it.
+    pub fn text_scale(&self) -> Option<f32> {
+        self.text_scale
+    }
+
     /// Whether anything was plotted on it yet.
     pub fn plotted(&self) -> bool {
         self.plotted
@@ -339,6 +356,7 @@ impl Sketch {
             title,
             figure,
             animation,
+            in_report: true,
         }))
     }
 
@@ -726,7 +744,7 @@ fn no_columns(data: &Frame) -> DataError {
 }
 
 /// A file name from a title (letters, digits and '-'), else `figure-<n>`.
-fn file_name(title: Option<&str>, n: usize) -> String {
+pub(super) fn file_name(title: Option<&str>, n: usize) -> String {
     let slug: String = title
         .unwrap_or_default()
         .chars()
