@@ -1,9 +1,10 @@
 //! Pipeline tasks through a real worker: inputs selected across a node's bundles and its
 //! children, run by datter in a process of its own, the results stored as the node's next
 //! version; bad data fails the run naming the step and the file while the worker keeps
-//! serving; bad steps are refused when the manifest is pushed.
+//! serving, and so does a pipeline stopped by its timeout or a cancel; bad steps are refused
+//! when the manifest is pushed.
 
-use crate::support::{Cluster, Opts, Stager, Worker, runs_of, write_bundle};
+use crate::support::{Cluster, Opts, Stager, Worker, runs_of, wait_for, write_bundle};
 
 fn code_manifest() -> String {
     serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
@@ -18,6 +19,16 @@ fn code_manifest() -> String {
                            ["report", {"title": "experiment2 <rewards>"}], "handoff"]},
         "bounded": {"kind": "pipeline", "memory": "1MiB",
                     "inputs": {"big": "big@latest:big.csv"}, "steps": ["access", "mean"]},
+        // A picture of 16384² pixels takes far longer than its timeout to draw and encode.
+        "slow": {"kind": "pipeline", "timeout": "2s",
+                 "inputs": {"metrics": "bundles/*:metrics.csv"},
+                 "steps": ["access", ["frame", {"width": 16384, "height": 16384}],
+                           ["plot", {"x": "step", "y": "reward"}]]},
+        "slower": {"kind": "pipeline",
+                   "inputs": {"metrics": "bundles/*:metrics.csv"},
+                   "steps": ["access", ["frame", {"width": 16384, "height": 16384}],
+                             ["plot", {"x": "step", "y": "reward"}], ["frame", {"width": 16384, "height": 16384}],
+                             ["plot", {"x": "step", "y": "reward"}]]},
         "broken": {"kind": "pipeline",
                    "inputs": {"bad": "ragged@latest:bad.csv"},
                    "steps": ["access", "label", "mean"]}
@@ -176,6 +187,57 @@ async fn a_pipeline_reads_its_inputs_across_children_and_bad_data_names_the_file
         "{err}"
     );
     let (ok, out, err) = c.cli(&["run", addr, "report", "--wait", "--force"]);
+    assert!(
+        ok && out.contains("succeeded"),
+        "the worker still serves: {out} {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_runs_long_is_stopped_by_its_timeout_and_by_cancel() {
+    use plotter2_node::protocol::RunState;
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let addr = "/sources/tali/slow";
+    let code = c.dir.path().join("code");
+    write_bundle(
+        &code,
+        Some(&code_manifest()),
+        &[("metrics.csv", b"step,reward\n1,0.5\n2,0.7\n")],
+    );
+    stager.cli_ok(&["push", code.to_str().unwrap(), addr]);
+    let client = c.client().await;
+    let limit = std::time::Duration::from_secs(60);
+
+    let (ok, _, err) = c.cli(&["run", addr, "slow", "--wait"]);
+    assert!(!ok && err.contains("timed out"), "{err}");
+
+    c.cli_ok(&["run", addr, "slower"]);
+    let id = wait_for(limit, "the slower run to draw", || async {
+        let r = runs_of(&client, addr)
+            .await
+            .into_iter()
+            .find(|r| r.task == "slower" && r.state == RunState::Running)?;
+        let id = r.id.to_string();
+        let (ok, log, _) = stager.cli(&["logs", &id]);
+        (ok && log.contains("step 0 (access)")).then_some(id)
+    })
+    .await;
+    c.cli_ok(&["cancel", &id]);
+    let ended = wait_for(limit, "the cancelled pipeline to end", || async {
+        let r = runs_of(&client, addr)
+            .await
+            .into_iter()
+            .find(|r| r.id.to_string() == id)?;
+        r.attempts.last()?.finished_ms?;
+        Some(r)
+    })
+    .await;
+    assert_eq!(ended.state, RunState::Cancelled, "{ended:?}");
+
+    let (ok, out, err) = c.cli(&["run", addr, "report", "--wait"]);
     assert!(
         ok && out.contains("succeeded"),
         "the worker still serves: {out} {err}"
