@@ -907,7 +907,7 @@ fn plot_area(plot: &Plot, rect: Rect, m: &Metrics, out: &mut Vec<Layer>) -> Resu
     Ok(())
 }
 
-fn line(a: (f32, f32), b: (f32, f32), stroke: Stroke) -> Mark {
+pub(super) fn line(a: (f32, f32), b: (f32, f32), stroke: Stroke) -> Mark {
     Mark::Path {
         points: vec![a, b],
         closed: false,

@@ -4,7 +4,7 @@
 
 use super::DrawError;
 use super::colour::Rgba;
-use super::layout::{MAX_LABEL, Metrics, PAD, fit, text};
+use super::layout::{MAX_LABEL, Metrics, PAD, fit, line, text};
 use super::marks::{Anchor, Layer, Mark, Rect, Role, Stroke};
 use super::scene::Table;
 use super::text::measure;
@@ -79,12 +79,7 @@ pub(super) fn table_area(
         width: 1.0,
     };
     let under_head = area.y + row_h;
-    marks.push(Mark::Path {
-        points: vec![(left, under_head), (left + total, under_head)],
-        closed: false,
-        fill: None,
-        stroke: Some(rule),
-    });
+    marks.push(line((left, under_head), (left + total, under_head), rule));
     let baseline =
         |row: usize| area.y + row as f32 * row_h + (row_h - m.tick_h) / 2.0 + m.tick_ascent;
     let mut x = left;
@@ -128,12 +123,7 @@ pub(super) fn table_area(
         x += w;
     }
     let bottom = area.y + (shown + 1) as f32 * row_h;
-    marks.push(Mark::Path {
-        points: vec![(left, bottom), (left + total, bottom)],
-        closed: false,
-        fill: None,
-        stroke: Some(rule),
-    });
+    marks.push(line((left, bottom), (left + total, bottom), rule));
     let plural = |n: usize, what: &str| format!("{n} more {what}{}", if n == 1 { "" } else { "s" });
     let left_out: Vec<String> = [(more, "row"), (t.columns.len() - fits, "column")]
         .into_iter()
