@@ -38,6 +38,7 @@ fn a_grid_frame_takes_the_frames_after_it_as_cells() {
         ["access", {"from": "metrics"}], ["label", {"by": "bundle"}],
         ["frame", {"title": "Overview", "cols": 2}],
         ["frame", {"title": "Reward"}], ["axis", {"x": "step", "y": "reward"}], ["plot"],
+        ["animate", {"frames": 4}],
         ["frame", {"title": "Rewards"}], ["plot", {"kind": "histogram", "x": "reward"}],
         ["mean", {"columns": ["reward"]}],
         ["table", {"title": "Mean reward"}],

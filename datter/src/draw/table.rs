@@ -55,9 +55,9 @@ pub(super) fn table_area(
     // A narrow table sits in the middle; a wide one fills the room.
     let left = area.x + ((area.w - total) / 2.0).max(0.0);
     // Rows that fit below the header, keeping one line for the note when some are left out.
-    let room = ((area.h / row_h).floor() as usize).saturating_sub(1);
-    let shown = if t.rows.len() > room {
-        room.saturating_sub(1)
+    let fitting = ((area.h / row_h).floor() as usize).saturating_sub(1);
+    let shown = if t.rows.len() > fitting {
+        fitting.saturating_sub(1)
     } else {
         t.rows.len()
     };

@@ -100,7 +100,14 @@ impl State {
         let height = g
             .height
             .unwrap_or_else(|| (CELL_HEIGHT * rows as u32 + 40).min(4000));
-        let figures = cells.into_iter().map(|c| c.figure).collect();
+        // An animated cell is its last frame, under its own title (not the frame's caption).
+        let figures = cells
+            .into_iter()
+            .map(|c| match c.animation {
+                Some(_) => c.figure.with_title(c.title),
+                None => c.figure,
+            })
+            .collect();
         let mut figure = Figure::grid(width, height, cols, figures).with_title(title.clone());
         if let Some(s) = g.text_scale {
             figure = figure.with_text_scale(s);
