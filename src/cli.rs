@@ -209,6 +209,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The rules in force at ADDR or defined below it: when each last fired, the run it
+    /// made, and why it did not fire when it did not
+    Rules {
+        #[arg(default_value = "/")]
+        addr: Address,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs at ADDR and below
     Runs {
         #[arg(default_value = "/")]

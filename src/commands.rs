@@ -97,6 +97,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             return crate::runcmds::logs(&client, &store, run, follow).await;
         }
         Command::Cancel { run, json } => return crate::runcmds::cancel(&client, run, json).await,
+        Command::Rules { addr, json } => return crate::rulecmds::rules(&client, addr, json).await,
         Command::Runs { addr, json } => {
             let runs = crate::runcmds::fetch_runs(&client, &addr, None).await?;
             if json {
@@ -160,6 +161,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::RunStates(r) => output::print_json(&r),
             Reply::Run(r) => output::print_json(&r),
             Reply::Cluster(c) => output::print_json(&c),
+            Reply::Rules(r) => output::print_json(&r),
         };
     }
     match reply {
@@ -289,6 +291,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         }
         Reply::Run(r) => print!("{}", output::runs_table(std::slice::from_ref(&*r))),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
+        Reply::Rules(r) => println!("{} rule(s); `plotter2 rules ADDR` describes them", r.len()),
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod output;
 mod pipeline_run;
 mod progress;
 mod roles;
+mod rulecmds;
 mod runcmds;
 mod up;
 

@@ -69,6 +69,12 @@ impl Api {
                         self.id,
                         rx.clone(),
                     ));
+                    tokio::spawn(crate::rules::tick::run(
+                        self.raft.clone(),
+                        self.sm.clone(),
+                        self.sm.subscribe_applied(),
+                        rx.clone(),
+                    ));
                     tokio::spawn(self.clone().serve_api(rx));
                     serving = Some(tx);
                 }
@@ -257,6 +263,7 @@ impl Api {
             ReadOp::Runs { addr, after, limit } => Reply::Runs(r.runs(&addr, after, limit)?),
             ReadOp::RunStates { ids } => Reply::RunStates(r.run_states(&ids)),
             ReadOp::Run { id } => Reply::Run(Box::new(r.run(&id)?)),
+            ReadOp::Rules { addr } => Reply::Rules(r.rules_view(&addr)?),
         })
     }
 

@@ -29,13 +29,17 @@ impl Registry {
         let mut created = Vec::new();
         let mut runs = Vec::new();
         let mut refused = Vec::new();
+        let mut happened = Vec::new();
         let outcome = check_write(&cmd.op).and_then(|()| match &cmd.op {
             WriteOp::Attempts { worker, items, .. } => {
                 // Each item is planned against what the items before it left, and applies or
                 // is refused alone.
                 for (i, item) in items.iter().enumerate() {
                     match self.plan_attempt(&cmd, worker, item) {
-                        Ok(plan) => self.install(plan, &cmd, seq, &mut created),
+                        Ok(plan) => {
+                            happened.extend(self.happenings(&plan));
+                            self.install(plan, &cmd, seq, &mut created);
+                        }
                         Err(error) => refused.push(Refused {
                             index: u32::try_from(i).unwrap_or(u32::MAX),
                             run: item.run(),
@@ -50,10 +54,12 @@ impl Registry {
                 if matches!(op, WriteOp::Run { .. }) {
                     runs = plan.runs.iter().map(|r| r.id).collect();
                 }
+                happened.extend(self.happenings(&plan));
                 self.install(plan, &cmd, seq, &mut created);
                 Ok(())
             }
         });
+        self.react(&cmd, seq, happened, &mut created);
         let bundle = match (&cmd.op, &outcome) {
             (WriteOp::Ingest { addr, bundle, .. }, Ok(())) => self.nodes.get(addr).and_then(|n| {
                 let b = n.bundles.iter().find(|b| b.id == *bundle)?;
@@ -91,7 +97,13 @@ impl Registry {
     }
 
     /// Makes a plan true: all of it, in order.
-    fn install(&mut self, plan: Plan, cmd: &Command, seq: u64, created: &mut Vec<Address>) {
+    pub(crate) fn install(
+        &mut self,
+        plan: Plan,
+        cmd: &Command,
+        seq: u64,
+        created: &mut Vec<Address>,
+    ) {
         for (addr, kind) in plan.events {
             let event = Event {
                 seq,
@@ -126,7 +138,8 @@ impl Registry {
                 Arc::make_mut(node).own = own;
             }
         }
-        for (addr, stored) in plan.bundles {
+        for (addr, stored, _) in plan.bundles {
+            self.index_rulebook(&addr, &stored);
             if let Some(node) = self.nodes.get_mut(&addr) {
                 Arc::make_mut(node).bundles.push(stored);
             }
@@ -175,6 +188,7 @@ impl Registry {
                 files,
                 bytes,
                 manifest,
+                paths,
             } => {
                 self.plan_lineage(addr, &mut plan.events)?;
                 plan.add_bundle(
@@ -191,6 +205,7 @@ impl Registry {
                         time_ms: cmd.time_ms,
                         request: cmd.id,
                     },
+                    paths.clone(),
                 );
             }
             WriteOp::Run {
@@ -212,6 +227,8 @@ impl Registry {
             WriteOp::Cancel { node, run } => self.plan_cancel(cmd, node, run, &mut plan)?,
             // Applied item by item in `apply`.
             WriteOp::Attempts { .. } => {}
+            // What it does, firing due schedules, every request does.
+            WriteOp::Tick {} => {}
         }
         Ok(plan)
     }

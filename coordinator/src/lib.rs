@@ -17,6 +17,7 @@ pub mod liveness;
 pub mod log_store;
 pub mod network;
 pub mod registry;
+pub mod rules;
 pub mod runs;
 pub mod state_machine;
 #[cfg(test)]

@@ -14,12 +14,14 @@ use plotter2_node::manifest::Manifest;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
     ApiError, AttemptUpdate, BundleDetail, BundleVersion, ChildView, Event, EventKind, NodeView,
-    RequestId, RequestRecord, RunId, RunOutcome, RunRecord, TREE_DEFAULT_LIMIT, TREE_LIMIT,
-    TreeView, UserName, WriteOp,
+    RequestId, RequestRecord, RuleRef, RunId, RunOutcome, RunRecord, TREE_DEFAULT_LIMIT,
+    TREE_LIMIT, TreeView, UserName, WriteOp,
 };
 use plotter2_node::sweep;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::rules::RuleState;
 
 /// Most assignments one request may carry.
 pub const MAX_ASSIGNMENTS: usize = 1000;
@@ -100,6 +102,15 @@ pub struct Registry {
     /// Runs that unfinished runs wait for → the runs waiting for them.
     #[serde(default)]
     pub(crate) dependents: BTreeMap<RunId, Vec<RunId>>,
+    /// Nodes whose packages define rules → the version of the package in force there.
+    #[serde(default)]
+    pub(crate) rulebooks: BTreeMap<Address, u64>,
+    /// What each rule did and has open (see `rules`).
+    #[serde(default)]
+    pub(crate) rules: BTreeMap<RuleRef, RuleState>,
+    /// Schedules by when they are due next.
+    #[serde(default)]
+    pub(crate) due: BTreeSet<(u64, RuleRef)>,
 }
 
 impl Default for Registry {
@@ -122,6 +133,9 @@ impl Default for Registry {
             running: BTreeSet::new(),
             succeeded: BTreeMap::new(),
             dependents: BTreeMap::new(),
+            rulebooks: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            due: BTreeSet::new(),
         }
     }
 }
@@ -142,7 +156,8 @@ pub fn check_write(op: &WriteOp) -> Result<(), ApiError> {
         WriteOp::Archive { .. }
         | WriteOp::Ingest { .. }
         | WriteOp::Attempts { .. }
-        | WriteOp::Cancel { .. } => &[],
+        | WriteOp::Cancel { .. }
+        | WriteOp::Tick {} => &[],
     };
     if let WriteOp::Attempts {
         pool,
@@ -422,6 +437,11 @@ impl Registry {
             })
     }
 
+    /// When the next schedule is due, if any rule has one.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.due.first().map(|(t, _)| *t)
+    }
+
     pub fn request_count(&self) -> u64 {
         self.requests.len() as u64
     }
@@ -441,16 +461,24 @@ pub(crate) struct Plan {
     pub events: Vec<(Address, EventKind)>,
     /// Own configs after the write, of the nodes whose config it sets or creates.
     pub configs: Vec<(Address, Map<String, Value>)>,
-    /// New bundle versions (numbered by [`Plan::add_bundle`]).
-    pub bundles: Vec<(Address, StoredBundle)>,
+    /// New bundle versions (numbered by [`Plan::add_bundle`]), with their files' paths for
+    /// rules when they are known.
+    pub bundles: Vec<(Address, StoredBundle, Option<Vec<String>>)>,
     /// Runs created or changed, in order; a run appears at most once.
     pub runs: Vec<RunRecord>,
 }
 
 impl Plan {
     /// Records `bundle` as the next version of `addr` (with its `bundle_added` event), unless
-    /// that bundle already is a version there; returns its version either way.
-    pub fn add_bundle(&mut self, reg: &Registry, addr: &Address, mut bundle: StoredBundle) -> u64 {
+    /// that bundle already is a version there; returns its version either way, and whether it
+    /// is a new one.
+    pub fn add_bundle(
+        &mut self,
+        reg: &Registry,
+        addr: &Address,
+        mut bundle: StoredBundle,
+        paths: Option<Vec<String>>,
+    ) -> (u64, bool) {
         let stored = reg
             .nodes
             .get(addr)
@@ -459,13 +487,13 @@ impl Plan {
         let planned = self
             .bundles
             .iter()
-            .filter(|(a, _)| a == addr)
-            .map(|(_, b)| b);
+            .filter(|(a, _, _)| a == addr)
+            .map(|(_, b, _)| b);
         let mut count = stored.len() as u64;
         // The same bundle at the same address is one version, however often it arrives.
         for b in stored.iter().chain(planned) {
             if b.id == bundle.id {
-                return b.version;
+                return (b.version, false);
             }
             count = count.max(b.version);
         }
@@ -478,8 +506,8 @@ impl Plan {
             },
         ));
         let version = bundle.version;
-        self.bundles.push((addr.clone(), bundle));
-        version
+        self.bundles.push((addr.clone(), bundle, paths));
+        (version, true)
     }
 
     /// The run as this plan left it, else as the registry holds it.

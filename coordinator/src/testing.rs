@@ -64,6 +64,7 @@ pub fn ingest(a: &str, index: &FileIndex, manifest: Manifest) -> WriteOp {
         files: index.files().len() as u64,
         bytes: index.total_bytes(),
         manifest: Box::new(manifest),
+        paths: index.paths_for_rules(),
     }
 }
 
@@ -91,6 +92,7 @@ pub fn output(content: &[u8]) -> RunOutput {
         files: index.files().len() as u64,
         bytes: index.total_bytes(),
         manifest,
+        paths: index.paths_for_rules(),
     }
 }
 

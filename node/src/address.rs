@@ -94,6 +94,14 @@ impl Address {
         Self::default()
     }
 
+    /// The root, borrowed for as long as needed.
+    pub fn root_ref() -> &'static Address {
+        static ROOT: Address = Address {
+            segments: Vec::new(),
+        };
+        &ROOT
+    }
+
     /// Parses and validates an absolute address.
     pub fn parse(input: &str) -> Result<Self, AddressError> {
         let Some(rest) = input.strip_prefix('/') else {
@@ -163,6 +171,22 @@ impl Address {
             });
         }
         Ok(candidate)
+    }
+
+    /// The address `rel` names from here, as rules write them: `.` is this address, `a/b` (or
+    /// `./a/b`) a node below it, `/x/y` an absolute address.
+    pub fn resolve(&self, rel: &str) -> Result<Address, AddressError> {
+        if rel.starts_with('/') {
+            return Address::parse(rel);
+        }
+        let rel = rel.strip_prefix("./").unwrap_or(rel);
+        let mut at = self.clone();
+        if rel != "." {
+            for segment in rel.split('/') {
+                at = at.child(segment)?;
+            }
+        }
+        Ok(at)
     }
 
     /// Every ancestor from the root down, then this address itself.

@@ -170,6 +170,10 @@ pub struct FileEntry {
     pub mode: u32,
 }
 
+/// The most bytes of file paths an ingest carries for rules (see
+/// [`FileIndex::paths_for_rules`]): a few thousand files' worth, small beside a log entry's limit.
+pub const RULE_PATHS_BYTES: usize = 64 * 1024;
+
 /// The files of a bundle, sorted by path, each path once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileIndex {
@@ -193,6 +197,21 @@ impl FileIndex {
 
     pub fn files(&self) -> &[FileEntry] {
         &self.files
+    }
+
+    /// The paths of the files, for rules that match files, when they add up to at most
+    /// [`RULE_PATHS_BYTES`]; `None` for a larger bundle (such rules then fire as if one matched).
+    pub fn paths_for_rules(&self) -> Option<Vec<String>> {
+        let mut total = 0usize;
+        let mut out = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            total += f.path.as_str().len() + 1;
+            if total > RULE_PATHS_BYTES {
+                return None;
+            }
+            out.push(f.path.to_string());
+        }
+        Some(out)
     }
 
     pub fn total_bytes(&self) -> u64 {

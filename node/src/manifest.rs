@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Address;
+use crate::glob::Glob;
 use crate::inputs::InputPattern;
 
 /// The manifest version this build reads and writes.
@@ -83,8 +84,10 @@ pub struct Package {
     pub config: Map<String, Value>,
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskDef>,
-    #[serde(default)]
-    pub rules: Vec<Rule>,
+    /// The node's rules: a package that states them replaces those of the node's earlier
+    /// packages; one that does not keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<Rule>>,
     #[serde(default)]
     pub links: Vec<Map<String, Value>>,
 }
@@ -178,26 +181,75 @@ impl FromStr for SizeText {
 
 crate::serde_as_text!(SizeText);
 
+/// A standing rule: when something happens under a subtree, run a task.
+///
+/// ```json
+/// {"on": "bundle", "under": ".", "match": "**/metrics.csv", "run": "reward_report"}
+/// {"on": "run_succeeded", "task": "train", "run": "compare", "at": "."}
+/// {"on": "schedule", "every": "1h", "run": "nightly"}
+/// ```
+/// A rule is in force at the node whose package defines it and below; a deeper package's rule
+/// of the same name replaces it there, and a node's config `rules.<name>=off` switches it off
+/// for that node's subtree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// What names it (in `rules`, `explain` and `rules.<name>=off`); the task it runs when
+    /// not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub on: RuleTrigger,
-    /// Relative (`.` = the node itself) or absolute address the rule watches.
+    /// The subtree it watches: `.` (the defining node), a path below it, or an absolute
+    /// address.
     #[serde(default = "dot")]
     pub under: String,
+    /// For `bundle`: only bundles holding a file that matches this glob.
+    #[serde(
+        default,
+        rename = "match",
+        alias = "pattern",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub files: Option<Glob>,
+    /// For `run_succeeded` / `run_failed`: the task whose runs it watches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
+    pub task: Option<String>,
+    /// For `schedule`: how often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<DurationText>,
+    /// The task to run (defined at `at` or an ancestor).
     pub run: String,
+    /// Where to run it: `.` (the defining node, the default), a path below it, or an absolute
+    /// address.
+    #[serde(default = "dot")]
+    pub at: String,
 }
+
+impl Rule {
+    /// The rule's name: `name`, else the task it runs.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.run)
+    }
+}
+
+/// The shortest schedule a rule may have: each firing is a request in the log.
+pub const MIN_EVERY: Duration = Duration::from_secs(1);
 
 fn dot() -> String {
     ".".to_owned()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleTrigger {
+    /// A bundle version arrives under `under` (a push, an inbox drop, a run's output).
     Bundle,
+    /// A run of `task` under `under` succeeds with something new.
+    RunSucceeded,
+    /// A run of `task` under `under` fails.
+    RunFailed,
+    /// Every `every`, by the leader's clock.
+    Schedule,
 }
 
 /// A duration written as text: `90s`, `5m`, `2h`, `1h30m`, `250ms`, `1d`.
@@ -402,15 +454,99 @@ impl Manifest {
                 ),
             ));
         }
-        for (i, rule) in pkg.rules.iter().enumerate() {
-            if rule.under != "." && Address::parse(&rule.under).is_err() {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, rule) in pkg.rules.iter().flatten().enumerate() {
+            let f = |k: &str| format!("contains.package.rules[{i}].{k}");
+            check_rule(rule, &f)?;
+            if !names.insert(rule.name()) {
                 return Err(field_err(
-                    format!("contains.package.rules[{i}].under"),
-                    format!("{:?} is neither \".\" nor an absolute address", rule.under),
+                    f("name"),
+                    format!(
+                        "two rules are named {:?}; give one a \"name\" of its own",
+                        rule.name()
+                    ),
                 ));
             }
         }
         Ok(())
+    }
+}
+
+/// What the types alone do not say about one rule; `f` names its fields.
+fn check_rule(rule: &Rule, f: &dyn Fn(&str) -> String) -> Result<(), ManifestError> {
+    for (key, value) in [("under", &rule.under), ("at", &rule.at)] {
+        if Address::root().resolve(value).is_err() {
+            return Err(field_err(
+                f(key),
+                format!(
+                    "{value:?} is not \".\", a path below the rule's node (e.g. \"meta\") or an \
+                     absolute address"
+                ),
+            ));
+        }
+    }
+    if !is_task_name(&rule.run) {
+        return Err(field_err(
+            f("run"),
+            format!(
+                "{:?} is not a task name (letters, digits, _ and -)",
+                rule.run
+            ),
+        ));
+    }
+    if let Some(name) = &rule.name
+        && !is_task_name(name)
+    {
+        return Err(field_err(
+            f("name"),
+            "rule names may only use letters, digits, _ and -",
+        ));
+    }
+    let on = match rule.on {
+        RuleTrigger::Bundle => "bundle",
+        RuleTrigger::RunSucceeded => "run_succeeded",
+        RuleTrigger::RunFailed => "run_failed",
+        RuleTrigger::Schedule => "schedule",
+    };
+    let watches_runs = matches!(rule.on, RuleTrigger::RunSucceeded | RuleTrigger::RunFailed);
+    match (&rule.task, watches_runs) {
+        (None, true) => {
+            return Err(field_err(
+                f("task"),
+                format!("an \"on\": \"{on}\" rule needs the task whose runs it watches"),
+            ));
+        }
+        (Some(t), true) if !is_task_name(t) => {
+            return Err(field_err(f("task"), format!("{t:?} is not a task name")));
+        }
+        (Some(_), false) => {
+            return Err(field_err(
+                f("task"),
+                format!("an \"on\": \"{on}\" rule watches no task's runs; remove \"task\""),
+            ));
+        }
+        _ => {}
+    }
+    if rule.files.is_some() && rule.on != RuleTrigger::Bundle {
+        return Err(field_err(
+            f("match"),
+            "only \"on\": \"bundle\" rules match files; remove \"match\"",
+        ));
+    }
+    match (rule.every, rule.on == RuleTrigger::Schedule) {
+        (None, true) => Err(field_err(
+            f("every"),
+            "a schedule needs \"every\", e.g. \"1h\"",
+        )),
+        (Some(e), true) if e.0 < MIN_EVERY => Err(field_err(
+            f("every"),
+            format!("{e} is shorter than the shortest schedule, 1s"),
+        )),
+        (Some(_), false) => Err(field_err(
+            f("every"),
+            format!("only schedules have \"every\"; this rule is \"on\": \"{on}\""),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -566,6 +702,65 @@ mod tests {
         let mut v = sample();
         v["contians"] = json!({});
         assert!(err_of(v).contains("contians"));
+    }
+
+    #[test]
+    fn rules_are_checked_field_by_field() {
+        let with_rules = |rules: Value| {
+            let mut v = sample();
+            v["contains"]["package"]["rules"] = rules;
+            v
+        };
+        let ok = with_rules(json!([
+            {"on": "bundle", "under": ".", "match": "**/metrics.csv", "run": "report"},
+            {"on": "run_succeeded", "task": "train", "run": "report", "name": "after", "at": "."},
+            {"on": "schedule", "every": "1h", "run": "train", "at": "/elsewhere"},
+        ]));
+        let m = Manifest::from_json(ok.to_string().as_bytes()).unwrap();
+        let rules = m.contains.package.unwrap().rules.unwrap();
+        assert_eq!(rules[0].files.as_ref().unwrap().as_str(), "**/metrics.csv");
+        assert_eq!(rules[1].name(), "after");
+        for (rules, field, says) in [
+            (
+                json!([{"on": "run_succeeded", "run": "report"}]),
+                "rules[0].task",
+                "needs the task",
+            ),
+            (
+                json!([{"on": "bundle", "task": "train", "run": "report"}]),
+                "rules[0].task",
+                "remove \"task\"",
+            ),
+            (
+                json!([{"on": "schedule", "run": "r"}]),
+                "rules[0].every",
+                "needs \"every\"",
+            ),
+            (
+                json!([{"on": "schedule", "every": "10ms", "run": "r"}]),
+                "rules[0].every",
+                "shortest",
+            ),
+            (
+                json!([{"on": "schedule", "every": "1h", "match": "*.csv", "run": "r"}]),
+                "rules[0].match",
+                "only \"on\": \"bundle\"",
+            ),
+            (
+                json!([{"on": "bundle", "under": "../up", "run": "r"}]),
+                "rules[0].under",
+                "not",
+            ),
+            (
+                json!([{"on": "bundle", "run": "r"}, {"on": "schedule", "every": "1h", "run": "r"}]),
+                "rules[1].name",
+                "two rules are named \"r\"",
+            ),
+            (json!([{"on": "sometimes", "run": "r"}]), "rules[0].on", ""),
+        ] {
+            let e = err_of(with_rules(rules));
+            assert!(e.contains(field) && e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -166,6 +166,10 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Writes `a` into `config`, creating intermediate objects. Fails (leaving `config` unchanged)
 /// when an intermediate key holds a non-object.
+/// The config key that switches rules off and on (`rules.<name>=off`): config, not a param, so
+/// it is not handed to tasks and does not change their runs' fingerprints.
+pub const RULES_KEY: &str = "rules";
+
 pub fn assign(config: &mut Map<String, Value>, a: &Assignment) -> Result<(), ConfigError> {
     let parts = a.key.parts();
     let (last, path) = parts.split_last().ok_or_else(|| ConfigError::BadKey {

@@ -92,6 +92,9 @@ pub struct Hashed {
     pub files: u64,
     pub bytes: u64,
     pub manifest: Manifest,
+    /// Its files' paths for rules (an entry journaled before they were kept has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
 }
 
 /// One bundle in the spool.

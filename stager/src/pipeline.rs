@@ -272,6 +272,7 @@ impl Pipeline {
                 files: s.index.files().len() as u64,
                 bytes: s.index.total_bytes(),
                 manifest: s.manifest,
+                paths: s.index.paths_for_rules(),
             }))
         })
         .await
@@ -333,6 +334,7 @@ impl Pipeline {
             files: hashed.files,
             bytes: hashed.bytes,
             manifest: Box::new(hashed.manifest.clone()),
+            paths: hashed.paths.clone(),
         });
         // Provenance: the manifest's user when it names a valid one, else the stager's.
         let client = match hashed

@@ -204,6 +204,7 @@ async fn errors_print_each_message_once() {
             files: index.files().len() as u64,
             bytes: index.total_bytes(),
             manifest: Box::new(Manifest::from_json(br#"{"manifest_version": 1}"#).unwrap()),
+            paths: index.paths_for_rules(),
         }))
         .await
         .unwrap();

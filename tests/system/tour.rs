@@ -237,6 +237,7 @@ async fn ingest_records_bundle_versions_once_each() {
             files: index.files().len() as u64,
             bytes: index.total_bytes(),
             manifest: Box::new(manifest),
+            paths: index.paths_for_rules(),
         })
     };
     let Reply::Written(v1) = client.call(bundle(b"1,2,3")).await.unwrap() else {

@@ -676,6 +676,7 @@ async fn store_output(
         files: scanned.index.files().len() as u64,
         bytes: scanned.index.total_bytes(),
         manifest: scanned.manifest,
+        paths: scanned.index.paths_for_rules(),
     }))
 }
 

@@ -142,7 +142,7 @@ impl Registry {
                         }
                         _ => None,
                     };
-                    let version = plan.add_bundle(
+                    let (version, new) = plan.add_bundle(
                         self,
                         at.as_ref().unwrap_or(&r.node),
                         StoredBundle {
@@ -156,11 +156,14 @@ impl Registry {
                             time_ms: cmd.time_ms,
                             request: cmd.id,
                         },
+                        out.paths.clone(),
                     );
+                    // Early cutoff: an output its node already holds adds no version, and
+                    // sets nothing off.
                     r.output = Some(BundleRef {
                         version,
                         id: out.bundle,
-                        existing: false,
+                        existing: !new,
                         at,
                     });
                 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use plotter2_node::Address;
 use plotter2_node::bundle::Hash;
 use plotter2_node::manifest::TaskDef;
-use plotter2_node::nodeconf::{self};
+use plotter2_node::nodeconf::{self, RULES_KEY};
 use plotter2_node::protocol::{ApiError, BundleRef, EventKind, Need, RunId, RunRecord, RunState};
 use plotter2_node::sweep::{self};
 use serde_json::{Map, Value};
@@ -58,7 +58,8 @@ impl Registry {
                 targets.push((node, Some(own)));
             }
         }
-        let mut n = 0u32;
+        // Rules may create runs under a request that created some already.
+        let mut n = self.next_run_n(seq);
         for (node, new_own) in targets {
             let config = self.effective(&node, new_own.as_ref());
             let mut at = TaskSite {
@@ -106,7 +107,7 @@ impl Registry {
         at.path.pop();
 
         let mut params = def.params.clone();
-        for (k, v) in at.config {
+        for (k, v) in at.config.iter().filter(|(k, _)| *k != RULES_KEY) {
             params.insert(k.clone(), v.clone());
         }
         for a in at.ask.set {
@@ -177,6 +178,7 @@ impl Registry {
             finished_ms: None,
             reused_from: None,
             selected,
+            cause: None,
         };
         if !(at.ask.force && task == at.ask.task) {
             self.plan_reuse(&mut record, cmd, plan);
@@ -226,7 +228,7 @@ impl Registry {
             self.plan_lineage(&to, &mut plan.events).ok()?;
             Some(to)
         });
-        let version = plan.add_bundle(
+        let (version, _) = plan.add_bundle(
             self,
             at.as_ref().unwrap_or(&run.node),
             StoredBundle {
@@ -235,6 +237,7 @@ impl Registry {
                 request: cmd.id,
                 ..stored.clone()
             },
+            None,
         );
         run.output = Some(BundleRef {
             version,

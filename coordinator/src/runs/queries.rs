@@ -40,6 +40,14 @@ impl Registry {
         }
     }
 
+    /// The first free run number of request `seq` (its runs so far are installed).
+    pub(crate) fn next_run_n(&self, seq: u64) -> u32 {
+        self.runs
+            .range(RunId { seq, n: 0 }..=RunId { seq, n: u32::MAX })
+            .next_back()
+            .map_or(0, |(id, _)| id.n.saturating_add(1))
+    }
+
     /// A copy of run `id`, which must be at `node`.
     pub(super) fn run_at(&self, node: &Address, id: &RunId) -> Result<RunRecord, ApiError> {
         let r = self.run(id)?;

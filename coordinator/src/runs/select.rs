@@ -36,7 +36,8 @@ impl Registry {
                 if record.bundles.is_empty() || !pattern.takes_node(&relative) {
                     continue;
                 }
-                let params = nodeconf::leaves(&record.own);
+                let mut params = nodeconf::leaves(&record.own);
+                params.retain(|k, _| k.split('.').next() != Some(nodeconf::RULES_KEY));
                 let chosen = match pattern.versions {
                     Versions::All => &record.bundles[..],
                     Versions::Latest => &record.bundles[record.bundles.len() - 1..],

@@ -56,6 +56,10 @@ pub enum WriteOp {
         files: u64,
         bytes: u64,
         manifest: Box<Manifest>,
+        /// Its files' paths, for rules that match files; `None` when there are too many
+        /// (see [`crate::bundle::FileIndex::paths_for_rules`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paths: Option<Vec<String>>,
     },
     /// Creates runs of `task` (defined at `addr` or an ancestor): one at `addr`, or with
     /// sweeps one per combination, at new children `addr/sweep-<n>/<combination>`.
@@ -87,6 +91,9 @@ pub enum WriteOp {
         node: Address,
         run: RunId,
     },
+    /// The leader's clock, stamped into the log when a rule's schedule comes due and nothing
+    /// else was committed meanwhile: applying any request fires the schedules due by its time.
+    Tick {},
 }
 
 impl WriteOp {
@@ -99,6 +106,7 @@ impl WriteOp {
             WriteOp::Run { .. } => "run",
             WriteOp::Attempts { .. } => "attempts",
             WriteOp::Cancel { .. } => "cancel",
+            WriteOp::Tick {} => "tick",
         }
     }
 
@@ -111,6 +119,7 @@ impl WriteOp {
             | WriteOp::Run { addr, .. } => addr,
             WriteOp::Attempts { pool, .. } => pool,
             WriteOp::Cancel { node, .. } => node,
+            WriteOp::Tick {} => Address::root_ref(),
         }
     }
 }
@@ -167,6 +176,10 @@ pub enum ReadOp {
     Run {
         id: RunId,
     },
+    /// The rules in force at `addr` or defined below it, with their state.
+    Rules {
+        addr: Address,
+    },
     /// One bundle version of a node with its file index; `None` is the latest.
     Bundle {
         addr: Address,
@@ -212,6 +225,7 @@ impl Op {
             Op::Read(ReadOp::Runs { .. }) => "runs",
             Op::Read(ReadOp::Run { .. }) => "run_info",
             Op::Read(ReadOp::RunStates { .. }) => "run_states",
+            Op::Read(ReadOp::Rules { .. }) => "rules",
             Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
             Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
         }
@@ -231,6 +245,7 @@ pub const VERBS: &[&str] = &[
     "run",
     "attempts",
     "cancel",
+    "tick",
     "ls",
     "tree",
     "show",
@@ -241,6 +256,7 @@ pub const VERBS: &[&str] = &[
     "runs",
     "run_info",
     "run_states",
+    "rules",
     "cluster_add",
     "cluster_remove",
 ];
@@ -315,6 +331,7 @@ pub enum Reply {
     Run(Box<RunRecord>),
     /// In the order asked; a run that does not exist is left out.
     RunStates(Vec<(RunId, RunState)>),
+    Rules(Vec<RuleView>),
     Cluster(ClusterChange),
 }
 

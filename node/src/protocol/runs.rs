@@ -109,6 +109,9 @@ pub struct RunOutput {
     pub files: u64,
     pub bytes: u64,
     pub manifest: Manifest,
+    /// Its files' paths, for rules that match files (see [`WriteOp::Ingest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
 }
 
 /// The message a worker receives: the run as it was queued (so the worker needs no read
@@ -213,6 +216,9 @@ pub struct RunRecord {
     /// then address then version; the worker reads the matching files of each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub selected: Vec<Selected>,
+    /// The rule that created it, and why; `None` for a run someone asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Box<Cause>>,
 }
 
 /// One bundle version a run reads through one of its task's inputs (see

@@ -322,6 +322,7 @@ impl Receiver {
             Err(e) => return Err(store_err(e)),
         };
         let (files, total_bytes) = (index.files().len() as u64, index.total_bytes());
+        let paths = index.paths_for_rules();
         let Some(manifest_blob) = index.get(MANIFEST).map(|e| e.blob) else {
             return Err(ApiError::bad_request(
                 tree::Rejection::NoManifest.to_string(),
@@ -359,6 +360,7 @@ impl Receiver {
             files,
             bytes: total_bytes,
             manifest: Box::new(manifest),
+            paths,
         });
         match as_user.call_with_id(c.id, op).await {
             Ok(Reply::Written(r)) => match r.bundle {
