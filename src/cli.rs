@@ -217,6 +217,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print events at ADDR and below as they happen (nodes, config, bundles, runs, rules),
+    /// each once and in order, also those that happened while it was disconnected
+    Watch {
+        #[arg(default_value = "/")]
+        addr: Address,
+        /// Start after this request seq instead of now (prints what followed it first)
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs at ADDR and below
     Runs {
         #[arg(default_value = "/")]

@@ -98,6 +98,9 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         }
         Command::Cancel { run, json } => return crate::runcmds::cancel(&client, run, json).await,
         Command::Rules { addr, json } => return crate::rulecmds::rules(&client, addr, json).await,
+        Command::Watch { addr, since, json } => {
+            return crate::watch::watch(&client, addr, since, json).await;
+        }
         Command::Runs { addr, json } => {
             let runs = crate::runcmds::fetch_runs(&client, &addr, None).await?;
             if json {
@@ -162,6 +165,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::Run(r) => output::print_json(&r),
             Reply::Cluster(c) => output::print_json(&c),
             Reply::Rules(r) => output::print_json(&r),
+            Reply::Events(e) => output::print_json(&e),
         };
     }
     match reply {
@@ -260,6 +264,10 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
                         format!("bundle version {version} ({bundle})")
                     }
                     EventKind::RunCreated { run, task } => format!("run {run} of {task}"),
+                    EventKind::RunState { run, task, state } => {
+                        format!("run {run} of {task} {state:?}")
+                    }
+                    EventKind::RuleFired { rule, run } => format!("rule {rule} fired {run}"),
                 };
                 t.row(vec![
                     e.seq.to_string(),
@@ -292,6 +300,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         Reply::Run(r) => print!("{}", output::runs_table(std::slice::from_ref(&*r))),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
         Reply::Rules(r) => println!("{} rule(s); `plotter2 rules ADDR` describes them", r.len()),
+        Reply::Events(e) => println!("{} event(s) up to seq {}", e.events.len(), e.upto),
     }
     Ok(())
 }

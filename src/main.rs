@@ -11,6 +11,7 @@ mod roles;
 mod rulecmds;
 mod runcmds;
 mod up;
+mod watch;
 
 use clap::Parser;
 

@@ -11,7 +11,12 @@ use plotter2_node::protocol::{
 use plotter2_node::store::BlobStore;
 use plotter2_node::{Address, Client};
 
+use plotter2_node::hints::Hints;
+
 use crate::output::{print_json, runs_table};
+
+/// How long a wait goes without a hint before it looks anyway (NATS may drop hints).
+const LOOK_ANYWAY: Duration = Duration::from_secs(5);
 use crate::progress::RunCounts;
 
 async fn read_run(client: &Client, id: RunId) -> Result<RunRecord> {
@@ -62,6 +67,9 @@ pub async fn wait(client: &Client, addr: &Address, ids: &[RunId], json: bool) ->
     // States are asked in chunks, so a request stays far below NATS's payload limit.
     const CHUNK: usize = 5000;
     let bar = crate::progress::Runs::new(ids.len(), json);
+    // Woken by the runs' state events; subscribed before the first look, so no change is
+    // missed between the two. Without a hint it looks anyway, now and then.
+    let mut hints = Hints::subscribe(client.nats(), addr, Some("run_state")).await?;
     // Ended runs are not asked again: their counts carry over from poll to poll.
     let mut counts = RunCounts::default();
     let mut open: Vec<RunId> = ids.to_vec();
@@ -94,7 +102,9 @@ pub async fn wait(client: &Client, addr: &Address, ids: &[RunId], json: bool) ->
         if open.is_empty() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if hints.next_within(LOOK_ANYWAY).await.is_some() {
+            hints.drain();
+        }
     }
     drop(bar);
     let runs = fetch_runs(client, addr, Some(ids)).await?;
@@ -156,8 +166,11 @@ pub async fn logs(client: &Client, store: &BlobStore, id: RunId, follow: bool) -
         eprintln!("{id} has not started yet ({:?})", run.state);
         if follow {
             // Wait for it to start, then follow.
+            let mut hints = Hints::subscribe(client.nats(), &run.node, Some("run_state")).await?;
             loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                if hints.next_within(LOOK_ANYWAY).await.is_some() {
+                    hints.drain();
+                }
                 let r = read_run(client, id).await?;
                 if !r.attempts.is_empty() || r.state.is_finished() {
                     return Box::pin(logs(client, store, id, follow)).await;
@@ -192,7 +205,8 @@ async fn follow_attempt(client: &Client, id: RunId, follow: bool) -> Result<()> 
         eprintln!("(still running; `plotter2 logs {id} -f` follows it)");
         return Ok(());
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let node = read_run(client, id).await?.node;
+    let mut hints = Hints::subscribe(nats, &node, Some("run_state")).await?;
     loop {
         tokio::select! {
             m = live.next() => {
@@ -208,7 +222,9 @@ async fn follow_attempt(client: &Client, id: RunId, follow: bool) -> Result<()> 
                 out.flush()?;
                 next = at + len;
             }
-            _ = tick.tick() => {
+            // A state change of a run there, or a while without one: has it ended?
+            _ = hints.next_within(LOOK_ANYWAY) => {
+                hints.drain();
                 if read_run(client, id).await?.attempts.last().is_some_and(|a| a.finished_ms.is_some()) {
                     break;
                 }

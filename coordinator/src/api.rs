@@ -69,6 +69,12 @@ impl Api {
                         self.id,
                         rx.clone(),
                     ));
+                    tokio::spawn(crate::events::run(
+                        self.nats.clone(),
+                        self.sm.clone(),
+                        self.sm.subscribe_applied(),
+                        rx.clone(),
+                    ));
                     tokio::spawn(crate::rules::tick::run(
                         self.raft.clone(),
                         self.sm.clone(),
@@ -264,6 +270,7 @@ impl Api {
             ReadOp::RunStates { ids } => Reply::RunStates(r.run_states(&ids)),
             ReadOp::Run { id } => Reply::Run(Box::new(r.run(&id)?)),
             ReadOp::Rules { addr } => Reply::Rules(r.rules_view(&addr)?),
+            ReadOp::Events { addr, after, limit } => Reply::Events(r.events(&addr, after, limit)?),
         })
     }
 

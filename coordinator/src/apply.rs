@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::types::Command;
 
 use crate::registry::{
-    NodeRecord, Plan, Registry, StoredBundle, check_write, no_node, plan_assignments,
+    Effects, NodeRecord, Plan, Registry, StoredBundle, check_write, no_node, plan_assignments,
 };
 
 impl Registry {
@@ -26,7 +26,7 @@ impl Registry {
             return answer;
         }
         let seq = self.requests.len() as u64 + 1;
-        let mut created = Vec::new();
+        let mut fx = Effects::default();
         let mut runs = Vec::new();
         let mut refused = Vec::new();
         let mut happened = Vec::new();
@@ -38,7 +38,7 @@ impl Registry {
                     match self.plan_attempt(&cmd, worker, item) {
                         Ok(plan) => {
                             happened.extend(self.happenings(&plan));
-                            self.install(plan, &cmd, seq, &mut created);
+                            self.install(plan, &cmd, seq, &mut fx);
                         }
                         Err(error) => refused.push(Refused {
                             index: u32::try_from(i).unwrap_or(u32::MAX),
@@ -55,11 +55,11 @@ impl Registry {
                     runs = plan.runs.iter().map(|r| r.id).collect();
                 }
                 happened.extend(self.happenings(&plan));
-                self.install(plan, &cmd, seq, &mut created);
+                self.install(plan, &cmd, seq, &mut fx);
                 Ok(())
             }
         });
-        self.react(&cmd, seq, happened, &mut created);
+        self.react(&cmd, seq, happened, &mut fx);
         let bundle = match (&cmd.op, &outcome) {
             (WriteOp::Ingest { addr, bundle, .. }, Ok(())) => self.nodes.get(addr).and_then(|n| {
                 let b = n.bundles.iter().find(|b| b.id == *bundle)?;
@@ -87,24 +87,20 @@ impl Registry {
             error: outcome.as_ref().err().cloned(),
             log_index,
             payload: cmd.op,
-            created,
+            created: fx.created,
             bundle,
             runs,
             refused,
+            events: fx.events,
         }));
         self.by_id.insert(cmd.id, seq);
         self.result_of(seq, false)
     }
 
     /// Makes a plan true: all of it, in order.
-    pub(crate) fn install(
-        &mut self,
-        plan: Plan,
-        cmd: &Command,
-        seq: u64,
-        created: &mut Vec<Address>,
-    ) {
+    pub(crate) fn install(&mut self, plan: Plan, cmd: &Command, seq: u64, fx: &mut Effects) {
         for (addr, kind) in plan.events {
+            fx.events.push((addr.clone(), kind.clone()));
             let event = Event {
                 seq,
                 request: cmd.id,
@@ -113,7 +109,7 @@ impl Registry {
                 kind,
             };
             if matches!(event.kind, EventKind::Created) {
-                created.push(addr.clone());
+                fx.created.push(addr.clone());
                 self.nodes.insert(
                     addr,
                     Arc::new(NodeRecord {
@@ -145,6 +141,20 @@ impl Registry {
             }
         }
         for run in plan.runs {
+            if self
+                .runs
+                .get(&run.id)
+                .is_none_or(|was| was.state != run.state)
+            {
+                fx.events.push((
+                    run.node.clone(),
+                    EventKind::RunState {
+                        run: run.id,
+                        task: run.task.clone(),
+                        state: run.state,
+                    },
+                ));
+            }
             self.index_run(&run, seq);
             self.runs.insert(run.id, Arc::new(run));
         }

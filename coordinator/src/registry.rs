@@ -13,9 +13,9 @@ use plotter2_node::bundle::Hash;
 use plotter2_node::manifest::Manifest;
 use plotter2_node::nodeconf::{self, Assignment, Effective};
 use plotter2_node::protocol::{
-    ApiError, AttemptUpdate, BundleDetail, BundleVersion, ChildView, Event, EventKind, NodeView,
-    RequestId, RequestRecord, RuleRef, RunId, RunOutcome, RunRecord, TREE_DEFAULT_LIMIT,
-    TREE_LIMIT, TreeView, UserName, WriteOp,
+    ApiError, AttemptUpdate, BundleDetail, BundleVersion, ChildView, EVENTS_DEFAULT_LIMIT,
+    EVENTS_SCAN_LIMIT, Event, EventKind, EventPage, NodeView, RequestId, RequestRecord, RuleRef,
+    RunId, RunOutcome, RunRecord, TREE_DEFAULT_LIMIT, TREE_LIMIT, TreeView, UserName, WriteOp,
 };
 use plotter2_node::sweep;
 use serde::{Deserialize, Serialize};
@@ -437,6 +437,49 @@ impl Registry {
             })
     }
 
+    /// The events at `addr` and below of the requests after `after` (see `ReadOp::Events`).
+    pub fn events(
+        &self,
+        addr: &Address,
+        after: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<EventPage, ApiError> {
+        let head = self.request_count();
+        let Some(after) = after else {
+            return Ok(EventPage {
+                events: Vec::new(),
+                upto: head,
+                head,
+            });
+        };
+        let limit = limit.unwrap_or(EVENTS_DEFAULT_LIMIT).max(1) as usize;
+        let mut events = Vec::new();
+        let mut upto = after.min(head);
+        for rec in self
+            .requests
+            .iter()
+            .skip(usize::try_from(after).unwrap_or(usize::MAX))
+            .take(EVENTS_SCAN_LIMIT as usize)
+        {
+            // Whole requests only, so `upto` says exactly what was looked through.
+            if events.len() >= limit {
+                break;
+            }
+            events.extend(rec.events_within(addr));
+            upto = rec.seq;
+        }
+        Ok(EventPage { events, upto, head })
+    }
+
+    /// The request records after request `seq`.
+    pub fn requests_after(&self, seq: u64) -> Vec<Arc<RequestRecord>> {
+        self.requests
+            .iter()
+            .skip(usize::try_from(seq).unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+
     /// When the next schedule is due, if any rule has one.
     pub fn next_due_ms(&self) -> Option<u64> {
         self.due.first().map(|(t, _)| *t)
@@ -453,6 +496,13 @@ impl Registry {
             Err(e) => format!("unencodable: {e}"),
         }
     }
+}
+
+/// What applying one request did, gathered as its plans are installed.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub created: Vec<Address>,
+    pub events: Vec<(Address, EventKind)>,
 }
 
 /// What a write will do, worked out before anything changes: all of it or none of it applies.
@@ -641,6 +691,7 @@ mod tests {
                 EventKind::Archived => "archived",
                 EventKind::BundleAdded { .. } => "bundle",
                 EventKind::RunCreated { .. } => "run",
+                EventKind::RunState { .. } | EventKind::RuleFired { .. } => "log only",
             })
             .collect();
         assert_eq!(kinds, ["created", "set", "set", "set"]);

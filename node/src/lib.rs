@@ -32,6 +32,7 @@ pub mod address;
 pub mod bundle;
 pub mod client;
 pub mod glob;
+pub mod hints;
 pub mod home;
 pub mod inputs;
 pub mod manifest;

@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod failover;
 mod pipelines;
+mod rules;
 mod runs;
 mod stager;
 mod tour;

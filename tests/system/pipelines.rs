@@ -313,7 +313,33 @@ fn the_example_runs_end_to_end_through_up() {
         "--wait",
     ]);
     assert_eq!(out.matches("succeeded").count(), 5, "{out}");
-    cli(&["run", addr, "reward_report", "--wait"]);
+    // The example's rules rebuild the report from every run's metrics, and compare the
+    // sweep when train runs succeed: wait until neither has a run open or pending.
+    let deadline = std::time::Instant::now() + limit;
+    let rules = loop {
+        let rules: serde_json::Value =
+            serde_json::from_str(&cli(&["rules", addr, "--json"])).unwrap();
+        let quiet = rules.as_array().unwrap().iter().all(|r| {
+            r.get("open_run").is_none()
+                && r.get("pending").is_none()
+                && r["fired"].as_u64() >= Some(1)
+        });
+        if quiet {
+            break rules;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rules did not settle: {rules:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(rules.as_array().unwrap().len(), 2, "{rules:#}");
+    let compared = cli(&["get", &format!("{addr}/meta/compare@latest:matrix.csv")]);
+    assert_eq!(
+        compared.lines().count(),
+        6,
+        "a row per sweep run: {compared}"
+    );
     let r = dir.path().join("r");
     cli(&[
         "get",

@@ -923,3 +923,62 @@ pub async fn wait_runs_ended(
     )
     .await
 }
+
+/// A TCP proxy to a local port that a test can cut (every connection closed, new ones
+/// refused) and restore on the same port: a client behind it loses its link, not its process.
+pub struct Proxy {
+    port: u16,
+    target: u16,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Self {
+        let mut p = Proxy {
+            port: free_port(),
+            target,
+            tasks: Vec::new(),
+            conns: Default::default(),
+        };
+        p.restore().await;
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&mut self) {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_reuseaddr(true).unwrap();
+        sock.bind(format!("127.0.0.1:{}", self.port).parse().unwrap())
+            .unwrap();
+        let listener = sock.listen(64).unwrap();
+        let (target, conns) = (self.target, self.conns.clone());
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns.lock().unwrap().push(conn);
+            }
+        }));
+    }
+
+    /// Closes every connection and stops listening; returns once they are closed.
+    pub async fn cut(&mut self) {
+        let mut all: Vec<_> = self.tasks.drain(..).collect();
+        all.extend(self.conns.lock().unwrap().drain(..));
+        for t in &all {
+            t.abort();
+        }
+        for t in all {
+            let _ = t.await;
+        }
+    }
+}

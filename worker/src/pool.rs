@@ -463,16 +463,48 @@ impl Drop for KeepAlive {
     }
 }
 
-/// Resolves when the run is cancelled (checked every two seconds while it runs).
+/// Resolves when the run is cancelled: told by its state event, or, should that be lost,
+/// found by a look every [`CANCEL_LOOK_EVERY`].
 async fn watch_cancel(client: &Client, run: &RunRecord) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    tick.tick().await; // the first tick is immediate; the run was just claimed
+    use plotter2_node::protocol::{EventKind, RunState};
+    let mut hints = match plotter2_node::hints::Hints::subscribe(
+        client.nats(),
+        &run.node,
+        Some("run_state"),
+    )
+    .await
+    {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(run = %run.id, "cannot subscribe to its events ({e}); looking every {CANCEL_LOOK_EVERY:?}");
+            None
+        }
+    };
     loop {
-        tick.tick().await;
-        if let Ok(Reply::Run(r)) = client.call(Op::Read(ReadOp::Run { id: run.id })).await
-            && r.state == plotter2_node::protocol::RunState::Cancelled
-        {
-            return;
+        let told = match hints.as_mut() {
+            Some(h) => h.next_within(CANCEL_LOOK_EVERY).await,
+            None => {
+                tokio::time::sleep(CANCEL_LOOK_EVERY).await;
+                None
+            }
+        };
+        match told {
+            Some(e) => {
+                if matches!(e.kind, EventKind::RunState { run: id, state: RunState::Cancelled, .. } if id == run.id)
+                {
+                    return;
+                }
+            }
+            None => {
+                if let Ok(Reply::Run(r)) = client.call(Op::Read(ReadOp::Run { id: run.id })).await
+                    && r.state == RunState::Cancelled
+                {
+                    return;
+                }
+            }
         }
     }
 }
+
+/// How often a running attempt looks whether its run was cancelled when no event said so.
+const CANCEL_LOOK_EVERY: Duration = Duration::from_secs(10);

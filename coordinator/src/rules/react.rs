@@ -6,11 +6,11 @@ use plotter2_node::Address;
 use plotter2_node::bundle::Hash;
 use plotter2_node::manifest::{Rule, RuleTrigger};
 use plotter2_node::protocol::{
-    Cause, Decision, RuleRef, RunId, RunRecord, RunState, Trigger, Verdict,
+    Cause, Decision, EventKind, RuleRef, RunId, RunRecord, RunState, Trigger, Verdict,
 };
 
 use super::{MAX_CHAIN, MAX_REACTIONS, Pending, RECENT};
-use crate::registry::{Plan, Registry};
+use crate::registry::{Effects, Plan, Registry};
 use crate::runs::RunAsk;
 use crate::types::Command;
 
@@ -75,7 +75,7 @@ impl Registry {
         cmd: &Command,
         seq: u64,
         happened: Vec<Happened>,
-        created: &mut Vec<Address>,
+        fx: &mut Effects,
     ) {
         let mut queue: VecDeque<Happened> = happened.into();
         while let Some((due_ms, rule)) = self.due.first().cloned()
@@ -113,10 +113,10 @@ impl Registry {
                         bundle,
                         run,
                     };
-                    self.on_arrival(&at, &addr, run, paths.as_deref(), trigger, created)
+                    self.on_arrival(&at, &addr, run, paths.as_deref(), trigger, fx)
                 }
-                Happened::Ended { run } => self.on_ended(&at, run, created),
-                Happened::Due { rule, due_ms } => self.on_due(&at, rule, due_ms, created),
+                Happened::Ended { run } => self.on_ended(&at, run, fx),
+                Happened::Due { rule, due_ms } => self.on_due(&at, rule, due_ms, fx),
             };
             queue.extend(more);
         }
@@ -129,7 +129,7 @@ impl Registry {
         run: Option<RunId>,
         paths: Option<&[String]>,
         trigger: Trigger,
-        created: &mut Vec<Address>,
+        fx: &mut Effects,
     ) -> Vec<Happened> {
         let producer = run.and_then(|r| self.runs.get(&r)).cloned();
         let chain = producer
@@ -155,14 +155,14 @@ impl Registry {
             {
                 Verdict::NoMatch
             } else {
-                self.fire_or_coalesce(at, &key, &rule, trigger.clone(), &chain, created, &mut more)
+                self.fire_or_coalesce(at, &key, &rule, trigger.clone(), &chain, fx, &mut more)
             };
             self.decide(at, &key, trigger.clone(), verdict);
         }
         more
     }
 
-    fn on_ended(&mut self, at: &At<'_>, id: RunId, created: &mut Vec<Address>) -> Vec<Happened> {
+    fn on_ended(&mut self, at: &At<'_>, id: RunId, fx: &mut Effects) -> Vec<Happened> {
         let Some(run) = self.runs.get(&id).cloned() else {
             return Vec::new();
         };
@@ -180,15 +180,8 @@ impl Registry {
                         count: p.count,
                         first: Box::new(p.first),
                     };
-                    let verdict = self.fire(
-                        at,
-                        key,
-                        &rule,
-                        trigger.clone(),
-                        &p.chain,
-                        created,
-                        &mut more,
-                    );
+                    let verdict =
+                        self.fire(at, key, &rule, trigger.clone(), &p.chain, fx, &mut more);
                     self.decide(at, key, trigger, verdict);
                 }
             }
@@ -227,7 +220,7 @@ impl Registry {
                     version: out.version,
                 }
             } else {
-                self.fire_or_coalesce(at, &key, &rule, trigger.clone(), &chain, created, &mut more)
+                self.fire_or_coalesce(at, &key, &rule, trigger.clone(), &chain, fx, &mut more)
             };
             self.decide(at, &key, trigger.clone(), verdict);
         }
@@ -239,7 +232,7 @@ impl Registry {
         at: &At<'_>,
         key: RuleRef,
         due_ms: u64,
-        created: &mut Vec<Address>,
+        fx: &mut Effects,
     ) -> Vec<Happened> {
         let mut more = Vec::new();
         let Some(rule) = self
@@ -254,9 +247,7 @@ impl Registry {
         let trigger = Trigger::Schedule { due_ms };
         let verdict = match self.switched_off(&key.at, &key.name) {
             Some(by) => Verdict::SwitchedOff { by },
-            None => {
-                self.fire_or_coalesce(at, &key, &rule, trigger.clone(), &[], created, &mut more)
-            }
+            None => self.fire_or_coalesce(at, &key, &rule, trigger.clone(), &[], fx, &mut more),
         };
         self.decide(at, &key, trigger, verdict);
         // The next one counts from now: a schedule missed while nothing ran fires once.
@@ -311,7 +302,7 @@ impl Registry {
         rule: &Rule,
         trigger: Trigger,
         chain: &[RuleRef],
-        created: &mut Vec<Address>,
+        fx: &mut Effects,
         more: &mut Vec<Happened>,
     ) -> Verdict {
         if chain.contains(key) || chain.len() >= MAX_CHAIN {
@@ -343,7 +334,7 @@ impl Registry {
             }
             return Verdict::Coalesced { into };
         }
-        self.fire(at, key, rule, trigger, chain, created, more)
+        self.fire(at, key, rule, trigger, chain, fx, more)
     }
 
     /// Creates the rule's run (and the runs it needs) now.
@@ -355,7 +346,7 @@ impl Registry {
         rule: &Rule,
         trigger: Trigger,
         chain: &[RuleRef],
-        created: &mut Vec<Address>,
+        fx: &mut Effects,
         more: &mut Vec<Happened>,
     ) -> Verdict {
         let node = match key.at.resolve(&rule.at) {
@@ -397,7 +388,14 @@ impl Registry {
             };
         };
         more.extend(self.happenings(&plan));
-        self.install(plan, at.cmd, at.seq, created);
+        self.install(plan, at.cmd, at.seq, fx);
+        fx.events.push((
+            node.clone(),
+            EventKind::RuleFired {
+                rule: key.clone(),
+                run: top.0,
+            },
+        ));
         self.rules.entry(key.clone()).or_default().open = (!top.1.is_finished()).then_some(top.0);
         Verdict::Fired {
             run: top.0,

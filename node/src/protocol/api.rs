@@ -176,6 +176,15 @@ pub enum ReadOp {
     Run {
         id: RunId,
     },
+    /// The events at `addr` and below of the requests after `after`, oldest first (see
+    /// [`EventPage`]); with no `after`, none, and where the log stands.
+    Events {
+        addr: Address,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// The rules in force at `addr` or defined below it, with their state.
     Rules {
         addr: Address,
@@ -226,6 +235,7 @@ impl Op {
             Op::Read(ReadOp::Run { .. }) => "run_info",
             Op::Read(ReadOp::RunStates { .. }) => "run_states",
             Op::Read(ReadOp::Rules { .. }) => "rules",
+            Op::Read(ReadOp::Events { .. }) => "events",
             Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
             Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
         }
@@ -257,6 +267,7 @@ pub const VERBS: &[&str] = &[
     "run_info",
     "run_states",
     "rules",
+    "events",
     "cluster_add",
     "cluster_remove",
 ];
@@ -332,6 +343,7 @@ pub enum Reply {
     /// In the order asked; a run that does not exist is left out.
     RunStates(Vec<(RunId, RunState)>),
     Rules(Vec<RuleView>),
+    Events(EventPage),
     Cluster(ClusterChange),
 }
 

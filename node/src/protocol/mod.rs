@@ -10,6 +10,7 @@
 mod api;
 mod cluster;
 mod envelope;
+mod events;
 mod ids;
 mod rules;
 mod runs;
@@ -19,6 +20,7 @@ mod views;
 pub use api::*;
 pub use cluster::*;
 pub use envelope::*;
+pub use events::*;
 pub use ids::*;
 pub use rules::*;
 pub use runs::*;

@@ -53,6 +53,10 @@ pub struct RequestRecord {
     pub runs: Vec<RunId>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<Refused>,
+    /// Everything the request changed, in order, by address: what the leader publishes as
+    /// events after the commit, and what a consumer that missed some reads back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<(Address, EventKind)>,
 }
 
 /// One entry of a node's history.
@@ -85,6 +89,32 @@ pub enum EventKind {
         run: RunId,
         task: String,
     },
+    /// A run moved to `state` (in the request log's events, not in node histories).
+    RunState {
+        run: RunId,
+        task: String,
+        state: RunState,
+    },
+    /// A rule created run `run` (in the request log's events).
+    RuleFired {
+        rule: RuleRef,
+        run: RunId,
+    },
+}
+
+impl EventKind {
+    /// The event's name, which is also its subject's kind token: `p2.event.<name>.<address>`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::ConfigSet { .. } => "config_set",
+            EventKind::Archived => "archived",
+            EventKind::BundleAdded { .. } => "bundle_added",
+            EventKind::RunCreated { .. } => "run_created",
+            EventKind::RunState { .. } => "run_state",
+            EventKind::RuleFired { .. } => "rule_fired",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
