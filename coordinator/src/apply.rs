@@ -201,6 +201,14 @@ impl Registry {
                 paths,
             } => {
                 self.plan_lineage(addr, &mut plan.events)?;
+                if let Some(rules) = manifest
+                    .contains
+                    .package
+                    .as_ref()
+                    .and_then(|p| p.rules.as_deref())
+                {
+                    self.check_rule_chains(addr, rules)?;
+                }
                 plan.add_bundle(
                     self,
                     addr,

@@ -228,3 +228,75 @@ async fn a_watch_cut_off_for_a_while_prints_what_it_missed_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_in_a_burst_of_twenty_bundles_leaves_every_bundle_reported_once() {
+    use plotter2_node::protocol::Trigger;
+    let mut c = Cluster::start(3, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let code = c.dir.path().join("code");
+    write_bundle(&code, Some(&code_manifest()), &[]);
+    stager.cli_ok(&["push", code.to_str().unwrap(), E]);
+    let dirs: Vec<_> = (1..=20)
+        .map(|i| data_dir(&c, &format!("run{i}"), &format!("step,reward\n1,{i}\n")))
+        .collect();
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+
+    // Four pushers of five bundles each; the leader is killed once five are acknowledged.
+    let (acked, acks) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        for part in dirs.chunks(5) {
+            let acked = acked.clone();
+            let stager = &stager;
+            s.spawn(move || {
+                for d in part {
+                    stager.cli_ok(&["push", d.to_str().unwrap()]);
+                    let _ = acked.send(());
+                }
+            });
+        }
+        drop(acked);
+        for _ in 0..5 {
+            acks.recv().unwrap();
+        }
+        c.coord(leader).kill9();
+    });
+    c.wait_leader(Duration::from_secs(20)).await;
+    c.coord(leader).restart();
+
+    settled(&c, Duration::from_secs(120)).await;
+    let statuses = c.wait_converged(Duration::from_secs(30)).await;
+    assert_eq!(statuses.len(), 3);
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.state_digest == statuses[0].state_digest),
+        "every replica derived the same runs: {statuses:#?}"
+    );
+    let rows = latest_rows(&stager);
+    assert_eq!(rows.len(), 20, "every bundle is covered: {rows:?}");
+
+    let client = c.client().await;
+    let reports: Vec<_> = runs_of(&client, E)
+        .await
+        .into_iter()
+        .filter(|r| r.task == "report")
+        .collect();
+    let mut triggers: Vec<String> = reports
+        .iter()
+        .map(
+            |r| match &r.cause.as_ref().expect("made by the rule").trigger {
+                Trigger::Coalesced { first, .. } => first.to_string(),
+                t => t.to_string(),
+            },
+        )
+        .collect();
+    let n = triggers.len();
+    triggers.sort();
+    triggers.dedup();
+    assert_eq!(triggers.len(), n, "no trigger fired twice: {triggers:#?}");
+    eprintln!("{n} report runs for 20 bundles");
+    assert!(n < 20, "bursts coalesce: {n} report runs for 20 bundles");
+}

@@ -15,6 +15,7 @@ use plotter2_node::protocol::{Decision, RuleRef, RunId, Trigger};
 use serde::{Deserialize, Serialize};
 
 mod book;
+mod chain;
 pub(crate) mod react;
 pub mod tick;
 mod view;

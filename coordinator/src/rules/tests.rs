@@ -239,16 +239,18 @@ fn rules_that_set_each_other_off_stop_when_the_chain_would_close() {
                 "train": {"kind": "command", "run": ["true"], "inputs": {"all": ".@*:**"}},
                 "compare": {"kind": "command", "run": ["true"], "inputs": {"all": ".@*:**"}},
             }),
+            // Rules with a "match" are not judged at ingest: their chain stops them.
             json!([
-                {"name": "after_train", "on": "run_succeeded", "task": "train", "run": "compare"},
-                {"name": "after_compare", "on": "run_succeeded", "task": "compare", "run": "train"},
+                {"name": "after_train", "on": "bundle", "match": "**/weights.csv", "run": "compare"},
+                {"name": "after_compare", "on": "bundle", "match": "**/weights.csv", "run": "train"},
             ]),
         ),
     )
     .unwrap();
     apply(&mut r, run("/e", "train", &[], &[])).unwrap();
     let mut out = 0u8;
-    // train → compare → train → compare: the second compare would close the loop.
+    // train → compare → train → compare: the second compare would close the loop. (Each
+    // rule also sees its own task's output, and does not fire on it.)
     loop {
         let open: Vec<RunRecord> = r
             .runs
@@ -269,6 +271,52 @@ fn rules_that_set_each_other_off_stop_when_the_chain_would_close() {
     };
     let names: Vec<String> = chain.iter().map(|c| c.name.clone()).collect();
     assert_eq!(names, ["after_train", "after_compare", "after_train"]);
+}
+
+#[test]
+fn rules_that_would_set_each_other_off_for_ever_are_refused_at_ingest_naming_the_chain() {
+    let mut r = Registry::default();
+    let err = apply(
+        &mut r,
+        package(json!([
+            {"name": "a", "on": "run_succeeded", "task": "train", "run": "compare"},
+            {"name": "b", "on": "run_failed", "task": "compare", "run": "train"},
+        ])),
+    )
+    .unwrap_err();
+    assert!(
+        err.message.contains("a@/e → b@/e → a@/e"),
+        "{}",
+        err.message
+    );
+    assert!(
+        r.nodes.get(&addr("/e")).is_none(),
+        "nothing of it was stored"
+    );
+    // Two reports on every bundle (no "match") would rebuild on each other's output.
+    let err = apply(
+        &mut r,
+        package(json!([
+            {"name": "one", "on": "bundle", "run": "report"},
+            {"name": "two", "on": "bundle", "run": "compare"},
+        ])),
+    )
+    .unwrap_err();
+    assert!(
+        err.message.contains("one@/e → two@/e → one@/e"),
+        "{}",
+        err.message
+    );
+    // A report on its own output is no loop (it never fires on it), nor is a chain that ends;
+    // a rule with a "match" is judged when its bundles arrive.
+    apply(
+        &mut r,
+        package(json!([
+            {"name": "report", "on": "bundle", "match": "**/metrics.csv", "run": "report"},
+            {"name": "then", "on": "run_succeeded", "task": "report", "run": "compare"},
+        ])),
+    )
+    .unwrap();
 }
 
 fn at_time(r: &mut Registry, time_ms: u64, op: WriteOp) {
