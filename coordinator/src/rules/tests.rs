@@ -290,7 +290,7 @@ fn rules_that_would_set_each_other_off_for_ever_are_refused_at_ingest_naming_the
         err.message
     );
     assert!(
-        r.nodes.get(&addr("/e")).is_none(),
+        !r.nodes.contains_key(&addr("/e")),
         "nothing of it was stored"
     );
     // Two reports on every bundle (no "match") would rebuild on each other's output.
