@@ -300,3 +300,38 @@ async fn a_leader_killed_in_a_burst_of_twenty_bundles_leaves_every_bundle_report
     eprintln!("{n} report runs for 20 bundles");
     assert!(n < 20, "bursts coalesce: {n} report runs for 20 bundles");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_by_the_leaders_clock_when_nothing_else_is_committed() {
+    let c = Cluster::start(1, Opts::default()).await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let code = c.dir.path().join("code");
+    let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {
+        "tasks": {"tick": {"kind": "command", "run": ["true"]}},
+        "rules": [{"on": "schedule", "every": "1s", "run": "tick"}]}}});
+    write_bundle(&code, Some(&manifest.to_string()), &[]);
+    stager.cli_ok(&["push", code.to_str().unwrap(), E]);
+    let rule = wait_for(
+        Duration::from_secs(30),
+        "the schedule to fire twice",
+        || async {
+            let (_, out, _) = c.cli(&["rules", E, "--json"]);
+            let v: Value = serde_json::from_str(&out).ok()?;
+            let r = v.as_array()?.first()?.clone();
+            (r["fired"].as_u64() >= Some(2)).then_some(r)
+        },
+    )
+    .await;
+    assert!(rule["next_due_ms"].as_u64().is_some(), "{rule:#}");
+    // The ticks are requests of their own, by plotter2.
+    let requests = c.cli_json(&["requests", "--json"]);
+    let ticks = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verb"] == "tick" && r["user"] == "plotter2")
+        .count();
+    assert!(ticks >= 1, "{requests:#}");
+}

@@ -84,7 +84,10 @@ impl fmt::Display for Trigger {
                 task,
                 node,
                 state,
-            } => write!(f, "run {run} of {task} at {node} {state:?}"),
+            } => {
+                let state = format!("{state:?}").to_lowercase();
+                write!(f, "run {run} of {task} at {node} {state}")
+            }
             Trigger::Schedule { due_ms } => write!(f, "schedule due at {due_ms} ms"),
             Trigger::Coalesced { count, first } => {
                 write!(
