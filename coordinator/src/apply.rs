@@ -18,6 +18,29 @@ use crate::registry::{
     Effects, NodeRecord, Plan, Registry, StoredBundle, check_write, no_node, plan_assignments,
 };
 
+/// A rule is in force at its node and below (that is how it is inherited), so it can only
+/// watch there; where it runs its task is up to it.
+fn check_rule_scopes(
+    addr: &Address,
+    rules: &[plotter2_node::manifest::Rule],
+) -> Result<(), ApiError> {
+    for (i, rule) in rules.iter().enumerate() {
+        let under = addr.resolve(&rule.under).map_err(|e| {
+            ApiError::bad_request(format!(
+                "manifest field contains.package.rules[{i}].under: {e}"
+            ))
+        })?;
+        if !under.is_within(addr) {
+            return Err(ApiError::bad_request(format!(
+                "manifest field contains.package.rules[{i}].under: {under} is not at or below \
+                 {addr}, where the rule is defined; a rule watches its own node's subtree \
+                 (push it to {under} to watch there)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Registry {
     /// Applies one committed command at `log_index`. A request id seen before answers its first
     /// result and changes nothing.
@@ -207,6 +230,7 @@ impl Registry {
                     .as_ref()
                     .and_then(|p| p.rules.as_deref())
                 {
+                    check_rule_scopes(addr, rules)?;
                     self.check_rule_chains(addr, rules)?;
                 }
                 plan.add_bundle(

@@ -307,6 +307,18 @@ fn rules_that_would_set_each_other_off_for_ever_are_refused_at_ingest_naming_the
         "{}",
         err.message
     );
+    // A rule watches its own node's subtree only.
+    let err = apply(
+        &mut r,
+        package(json!([{"on": "bundle", "under": "/elsewhere", "run": "report"}])),
+    )
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains("rules[0].under: /elsewhere is not at or below /e"),
+        "{}",
+        err.message
+    );
     // A report on its own output is no loop (it never fires on it), nor is a chain that ends;
     // a rule with a "match" is judged when its bundles arrive.
     apply(
