@@ -107,8 +107,13 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 /// Runs as a table, one per line.
 pub fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
-    let mut t = Table::new(&["RUN", "STATE", "TASK", "NODE", "PARAMS", "CREATED"]);
+    let mut t = Table::new(&["RUN", "STATE", "TASK", "NODE", "PARAMS", "CREATED", "BY"]);
     for r in runs {
+        // Who asked: the user, or the rule that fired on their behalf.
+        let by = match &r.cause {
+            Some(c) => format!("rule {}", c.rule.name),
+            None => r.user.to_string(),
+        };
         t.row(vec![
             r.id.to_string(),
             format!("{:?}", r.state).to_lowercase(),
@@ -116,6 +121,7 @@ pub fn runs_table(runs: &[plotter2_node::protocol::RunRecord]) -> String {
             r.node.to_string(),
             serde_json::to_string(&r.params).unwrap_or_default(),
             time(r.created_ms),
+            by,
         ]);
     }
     t.render()
