@@ -162,6 +162,8 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::Run(r) => output::print_json(&r),
             Reply::Cluster(c) => output::print_json(&c),
             Reply::Rules(r) => output::print_json(&r),
+            Reply::Lineage(l) => output::print_json(&l),
+            Reply::Explain(e) => output::print_json(&e),
         };
     }
     match reply {
@@ -292,6 +294,12 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         Reply::Run(r) => print!("{}", output::runs_table(std::slice::from_ref(&*r))),
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
         Reply::Rules(r) => println!("{} rule(s); `plotter2 rules ADDR` describes them", r.len()),
+        Reply::Lineage(l) => println!(
+            "{} version(s), {} run(s); `plotter2 lineage ADDR@V` draws them",
+            l.versions.len(),
+            l.runs.len()
+        ),
+        Reply::Explain(e) => println!("run {}: {}", e.run, e.outcome),
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod api;
 mod apply;
 pub mod compaction;
 pub mod dispatch;
+pub mod lineage;
 pub mod liveness;
 pub mod log_store;
 pub mod network;

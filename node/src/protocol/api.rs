@@ -186,6 +186,20 @@ pub enum ReadOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
+    /// How a bundle version was made, down to the pushes (`None` is the latest); with
+    /// `downstream`, what was made from it instead. At most [`LINEAGE_LIMIT`] versions and
+    /// runs.
+    Lineage {
+        addr: Address,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        #[serde(default)]
+        downstream: bool,
+    },
+    /// A run's fingerprint part by part, how it turned out and why it ran.
+    Explain {
+        run: RunId,
+    },
 }
 
 fn default_limit() -> u32 {
@@ -226,6 +240,8 @@ impl Op {
             Op::Read(ReadOp::Run { .. }) => "run_info",
             Op::Read(ReadOp::RunStates { .. }) => "run_states",
             Op::Read(ReadOp::Rules { .. }) => "rules",
+            Op::Read(ReadOp::Lineage { .. }) => "lineage",
+            Op::Read(ReadOp::Explain { .. }) => "explain",
             Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
             Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
         }
@@ -257,6 +273,8 @@ pub const VERBS: &[&str] = &[
     "run_info",
     "run_states",
     "rules",
+    "lineage",
+    "explain",
     "cluster_add",
     "cluster_remove",
 ];
@@ -332,6 +350,8 @@ pub enum Reply {
     /// In the order asked; a run that does not exist is left out.
     RunStates(Vec<(RunId, RunState)>),
     Rules(Vec<RuleView>),
+    Lineage(Box<Lineage>),
+    Explain(Box<Explanation>),
     Cluster(ClusterChange),
 }
 
