@@ -98,6 +98,18 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         }
         Command::Cancel { run, json } => return crate::runcmds::cancel(&client, run, json).await,
         Command::Rules { addr, json } => return crate::rulecmds::rules(&client, addr, json).await,
+        Command::Lineage {
+            reference,
+            downstream,
+            json,
+            dot,
+        } => {
+            let form = crate::lineagecmd::Form::of(json, dot);
+            return crate::lineagecmd::lineage(&client, &reference, downstream, form).await;
+        }
+        Command::Explain { run, json } => {
+            return crate::explaincmd::explain(&client, run, json).await;
+        }
         Command::Runs { addr, json } => {
             let runs = crate::runcmds::fetch_runs(&client, &addr, None).await?;
             if json {
