@@ -48,7 +48,7 @@ pub fn text(e: &Explanation) -> String {
     if e.forced {
         out.push_str("  forced       yes: run even though an equal run had succeeded\n");
     }
-    let _ = writeln!(out, "  why again    {}", why_again(e));
+    let _ = writeln!(out, "  why          {}", why_again(e));
     if !e.params.is_empty() {
         let _ = writeln!(out, "  params       {}", params(&e.params));
     }
@@ -77,7 +77,7 @@ pub fn text(e: &Explanation) -> String {
     }
     if e.set_off.is_empty() {
         if e.outcome == Outcome::Executed {
-            out.push_str("  set off      no rule watches it\n");
+            out.push_str("  set off      nothing: no rule's recent decisions name it\n");
         }
     } else {
         out.push_str("  set off:\n");
@@ -268,7 +268,7 @@ mod tests {
         assert!(lines[2].starts_with("  asked by     tali (request "), "{t}");
         assert_eq!(
             lines[3],
-            "  why again    params changed since r5.0 (executed)"
+            "  why          params changed since r5.0 (executed)"
         );
         assert_eq!(lines[4], "  params       lr=0.2");
         assert!(
