@@ -236,6 +236,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How a bundle version (ADDR[@V], default the latest) was made: the run, its task,
+    /// params and code, and each input down to the pushes; --downstream: what was made from it
+    Lineage {
+        reference: BundleReference,
+        /// The other way: the runs that read it, what they made, and on
+        #[arg(long)]
+        downstream: bool,
+        #[arg(long, conflicts_with = "dot")]
+        json: bool,
+        /// A Graphviz digraph of versions and runs (e.g. `| dot -Tsvg > lineage.svg`)
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Why a run ran: its fingerprint part by part, whether it was executed, reused or cut
+    /// off, what changed since the run before it, and what rules decided about it
+    Explain {
+        run: RunId,
+        #[arg(long)]
+        json: bool,
+    },
     /// Raft cluster membership and health
     Cluster {
         #[command(subcommand)]

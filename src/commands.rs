@@ -101,6 +101,18 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         Command::Watch { addr, since, json } => {
             return crate::watch::watch(&client, addr, since, json).await;
         }
+        Command::Lineage {
+            reference,
+            downstream,
+            json,
+            dot,
+        } => {
+            let form = crate::lineagecmd::Form::of(json, dot);
+            return crate::lineagecmd::lineage(&client, &reference, downstream, form).await;
+        }
+        Command::Explain { run, json } => {
+            return crate::explaincmd::explain(&client, run, json).await;
+        }
         Command::Runs { addr, json } => {
             let runs = crate::runcmds::fetch_runs(&client, &addr, None).await?;
             if json {
@@ -166,6 +178,8 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
             Reply::Cluster(c) => output::print_json(&c),
             Reply::Rules(r) => output::print_json(&r),
             Reply::Events(e) => output::print_json(&e),
+            Reply::Lineage(l) => output::print_json(&l),
+            Reply::Explain(e) => output::print_json(&e),
         };
     }
     match reply {
@@ -301,6 +315,12 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         Reply::Cluster(c) => println!("voters {:?}, learners {:?}", c.voters, c.learners),
         Reply::Rules(r) => println!("{} rule(s); `plotter2 rules ADDR` describes them", r.len()),
         Reply::Events(e) => println!("{} event(s) up to seq {}", e.events.len(), e.upto),
+        Reply::Lineage(l) => println!(
+            "{} version(s), {} run(s); `plotter2 lineage ADDR@V` draws them",
+            l.versions.len(),
+            l.runs.len()
+        ),
+        Reply::Explain(e) => println!("run {}: {}", e.run, e.outcome),
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 mod cli;
 mod commands;
 mod connect;
+mod explaincmd;
+mod lineagecmd;
 mod output;
 mod pipeline_run;
 mod progress;

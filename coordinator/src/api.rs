@@ -251,6 +251,24 @@ impl Api {
                 )));
             }
         }
+        if let ReadOp::Lineage { .. } | ReadOp::Explain { .. } = op {
+            // Walks over many runs are work for a blocking thread, not the runtime. The walk
+            // holds the registry (an `Arc`), so the next apply copies it once, shallowly.
+            let registry = self.sm.read().map_err(internal)?.registry.clone();
+            return tokio::task::spawn_blocking(move || match op {
+                ReadOp::Lineage {
+                    addr,
+                    version,
+                    downstream,
+                } => Ok(Reply::Lineage(Box::new(
+                    registry.lineage(&addr, version, downstream)?,
+                ))),
+                ReadOp::Explain { run } => Ok(Reply::Explain(Box::new(registry.explain(&run)?))),
+                other => Err(internal(format!("{other:?} is not a walk"))),
+            })
+            .await
+            .map_err(internal)?;
+        }
         let st = self.sm.read().map_err(internal)?;
         let r = &st.registry;
         Ok(match op {
@@ -271,6 +289,9 @@ impl Api {
             ReadOp::Run { id } => Reply::Run(Box::new(r.run(&id)?)),
             ReadOp::Rules { addr } => Reply::Rules(r.rules_view(&addr)?),
             ReadOp::Events { addr, after, limit } => Reply::Events(r.events(&addr, after, limit)?),
+            ReadOp::Lineage { .. } | ReadOp::Explain { .. } => {
+                return Err(internal("lineage and explain are answered above"));
+            }
         })
     }
 

@@ -14,6 +14,7 @@ mod apply;
 pub mod compaction;
 pub mod dispatch;
 pub mod events;
+pub mod lineage;
 pub mod liveness;
 pub mod log_store;
 pub mod network;

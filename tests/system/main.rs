@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod failover;
+mod lineage;
 mod pipelines;
 mod rules;
 mod runs;

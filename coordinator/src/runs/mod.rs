@@ -8,13 +8,14 @@
 //!
 //! - `plan`: a `run` request's runs; `attempts`: what happens to them; `queries`: indexes
 //!   and reads; `fingerprint`: what makes two runs equal; `select`: the bundle versions a
-//!   run's inputs read.
+//!   run's inputs read; `explain`: a run's fingerprint part by part, and why it ran.
 
 use plotter2_node::Address;
 use plotter2_node::nodeconf::Assignment;
 use plotter2_node::sweep::Sweep;
 
 mod attempts;
+mod explain;
 mod fingerprint;
 mod plan;
 mod queries;

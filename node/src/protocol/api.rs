@@ -195,6 +195,20 @@ pub enum ReadOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u64>,
     },
+    /// How a bundle version was made, down to the pushes (`None` is the latest); with
+    /// `downstream`, what was made from it instead. At most [`LINEAGE_LIMIT`] versions and
+    /// runs.
+    Lineage {
+        addr: Address,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        #[serde(default)]
+        downstream: bool,
+    },
+    /// A run's fingerprint part by part, how it turned out and why it ran.
+    Explain {
+        run: RunId,
+    },
 }
 
 fn default_limit() -> u32 {
@@ -236,6 +250,8 @@ impl Op {
             Op::Read(ReadOp::RunStates { .. }) => "run_states",
             Op::Read(ReadOp::Rules { .. }) => "rules",
             Op::Read(ReadOp::Events { .. }) => "events",
+            Op::Read(ReadOp::Lineage { .. }) => "lineage",
+            Op::Read(ReadOp::Explain { .. }) => "explain",
             Op::Cluster(ClusterOp::ClusterAdd { .. }) => "cluster_add",
             Op::Cluster(ClusterOp::ClusterRemove { .. }) => "cluster_remove",
         }
@@ -268,6 +284,8 @@ pub const VERBS: &[&str] = &[
     "run_states",
     "rules",
     "events",
+    "lineage",
+    "explain",
     "cluster_add",
     "cluster_remove",
 ];
@@ -344,6 +362,8 @@ pub enum Reply {
     RunStates(Vec<(RunId, RunState)>),
     Rules(Vec<RuleView>),
     Events(EventPage),
+    Lineage(Box<Lineage>),
+    Explain(Box<Explanation>),
     Cluster(ClusterChange),
 }
 

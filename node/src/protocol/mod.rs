@@ -5,13 +5,14 @@
 //! group); every coordinator answers `p2.node.status` for `cluster status`.
 //!
 //! One file per kind of message (the envelope and its codec, ids, the API, runs, views,
-//! cluster status, subject names); everything is re-exported from here.
+//! cluster status, subject names, lineage and explanations); everything is re-exported from here.
 
 mod api;
 mod cluster;
 mod envelope;
 mod events;
 mod ids;
+mod lineage;
 mod rules;
 mod runs;
 mod subjects;
@@ -22,6 +23,7 @@ pub use cluster::*;
 pub use envelope::*;
 pub use events::*;
 pub use ids::*;
+pub use lineage::*;
 pub use rules::*;
 pub use runs::*;
 pub use subjects::*;
