@@ -11,13 +11,18 @@
 //! `NODES[@VERSIONS]:FILES`: `NODES` is a [`Glob`] over addresses relative to the run's node
 //! (`.` is the node itself, `**` any depth below it, the node included); `VERSIONS` is `*`
 //! (every version), `latest` (the default) or a number; `FILES` is a [`Glob`] over paths in
-//! the bundle (it may hold `:`, addresses cannot). `bundles/VERSIONS` is the whole subtree: the node and every node below it. A
+//! the bundle (it may hold `:`, addresses cannot). `bundles/VERSIONS` is the whole subtree: the
+//! node and every node below it but `meta/` (where reports are handed off). A
 //! child that is itself named `bundles` is reached as `./bundles`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::glob::{Glob, GlobError};
+
+/// The child of a node that holds what runs derived there (`meta/reports`), which
+/// `bundles/...` leaves out.
+pub const META: &str = "meta";
 
 /// Which versions of a matched node a pattern takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,7 +133,9 @@ impl InputPattern {
     pub fn takes_node(&self, relative: &[&str]) -> bool {
         match &self.nodes {
             Nodes::Itself => relative.is_empty(),
-            Nodes::Subtree => true,
+            // `meta/` is where runs hand their reports off: what was derived from the data,
+            // not data. A pattern that names it (`meta/reports@*:...`) still reads it.
+            Nodes::Subtree => relative.first() != Some(&META),
             Nodes::Matching(g) => g.matches_segments(relative),
         }
     }
@@ -181,6 +188,13 @@ mod tests {
         assert_eq!(metrics.versions, Versions::All);
         assert!(metrics.files.matches("metrics.csv"));
         assert!(metrics.takes_node(&[]) && metrics.takes_node(&["sweep-1", "lr=0.1"]));
+        // What runs handed off below meta/ is not data; a pattern naming it reads it.
+        assert!(!metrics.takes_node(&["meta", "reports"]));
+        assert!(
+            InputPattern::parse("meta/*@*:matrix.csv")
+                .unwrap()
+                .takes_node(&["meta", "reports"])
+        );
 
         let emb = p("sweep-*/*@latest:embedding.npy");
         assert_eq!(emb.versions, Versions::Latest);
