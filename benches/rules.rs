@@ -108,11 +108,12 @@ impl Bench {
     fn bundle_dir(&self, i: usize, rows: usize) -> PathBuf {
         let d = self.c.dir.path().join("data").join(format!("run{i}"));
         let manifest = format!(r#"{{"manifest_version": 1, "meta": {{"address": "{E}/run{i}"}}}}"#);
-        write_bundle(
-            &d,
-            Some(&manifest),
-            &[("metrics.csv", metrics(rows, i).as_bytes())],
-        );
+        let rows = metrics(rows, i);
+        write_bundle(&d, Some(&manifest), &[("metrics.csv", rows.as_bytes())]);
+        // A copy for the run by hand: the stager takes the dropped folder away.
+        let copy = self.reference_file(i);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::write(copy, rows).unwrap();
         d
     }
 
@@ -214,6 +215,15 @@ impl Bench {
         }
     }
 
+    fn reference_file(&self, i: usize) -> PathBuf {
+        self.c
+            .dir
+            .path()
+            .join("by-hand-data")
+            .join(format!("run{i}"))
+            .join("metrics.csv")
+    }
+
     /// The same pipeline by hand over the bundles' metrics files: `plotter2 pipeline-run`.
     fn by_hand(&self, n: usize) -> f64 {
         let dir = self.c.dir.path().join("by-hand");
@@ -221,21 +231,7 @@ impl Bench {
         std::fs::create_dir_all(dir.join("out")).unwrap();
         let files: Vec<PlannedFile> = (1..=n)
             .map(|i| {
-                let path = self
-                    .c
-                    .dir
-                    .path()
-                    .join("data")
-                    .join(format!("run{i}"))
-                    .join("metrics.csv");
-                let path = if path.exists() {
-                    path
-                } else {
-                    self.stager
-                        .inbox()
-                        .join(format!("run{i}"))
-                        .join("metrics.csv")
-                };
+                let path = self.reference_file(i);
                 PlannedFile {
                     bundle: plotter2_node::bundle::Hash::of(path.to_string_lossy().as_bytes()),
                     address: Address::parse(&format!("{E}/run{i}")).unwrap(),
@@ -303,8 +299,12 @@ fn main() {
             println!("  drop {i}: {s:.0?}");
             small.push(s);
         }
-        let reference = b.by_hand(3);
-        print_split("small report (3-7 bundles × 100 rows)", &small, reference);
+        let reference = b.by_hand(5);
+        print_split(
+            "small report (3-7 bundles × 100 rows; by hand over 5)",
+            &small,
+            reference,
+        );
         drop(b);
 
         let b = Bench::start().await;
