@@ -33,6 +33,9 @@ pub struct Global {
     /// Who is asking (default: $P2_USER, else the OS user)
     #[arg(long, global = true, env = "P2_USER")]
     pub user: Option<String>,
+    /// Print the trace id of each request on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     /// Give up on a request after this many seconds
     #[arg(long, global = true, default_value_t = 30.0)]
     pub timeout: f64,
@@ -261,6 +264,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+}
+
+impl Command {
+    /// The subcommand's name, for the span around it (`run`, `push`, `cluster`).
+    pub fn name(&self) -> String {
+        let debug = format!("{self:?}");
+        debug
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or_default()
+            .to_lowercase()
+    }
 }
 
 /// How much of a subtree one listing shows.

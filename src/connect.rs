@@ -65,7 +65,8 @@ pub async fn connect(global: &Global) -> Result<Client> {
     }
     Ok(Client::connect(&url, user)
         .await?
-        .with_deadline(Duration::from_secs_f64(global.timeout)))
+        .with_deadline(Duration::from_secs_f64(global.timeout))
+        .with_trace_report(global.verbose))
 }
 
 /// `--store`/`$P2_STORE`, else the store `plotter2 up` recorded, else `<home>/source`.

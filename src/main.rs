@@ -16,6 +16,7 @@ mod up;
 mod watch;
 
 use clap::Parser;
+use tracing::Instrument;
 
 use crate::cli::{Cli, Command};
 
@@ -50,8 +51,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async {
-                let _telemetry = plotter2_node::telemetry::init("plotter2-up", "warn")?;
-                up::run(&cli.global, args).await
+                let telemetry = plotter2_node::telemetry::init("plotter2-up", "warn")?;
+                let done = up::run(&cli.global, args).await;
+                telemetry.shutdown().await;
+                done
             })
         }
         command => {
@@ -59,8 +62,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let _telemetry = plotter2_node::telemetry::init("plotter2-cli", "warn")?;
-                commands::run(&cli.global, command).await
+                let telemetry = plotter2_node::telemetry::init("plotter2-cli", "warn")?;
+                // One span for the whole command, in the trace handed over in TRACEPARENT.
+                let span = tracing::info_span!("plotter2", command = command.name());
+                let handed = std::env::var(plotter2_node::telemetry::TRACEPARENT_ENV).ok();
+                plotter2_node::telemetry::adopt_traceparent(&span, handed.as_deref());
+                let done = commands::run(&cli.global, command).instrument(span).await;
+                telemetry.shutdown().await;
+                done
             })
         }
     }
@@ -76,7 +85,9 @@ where
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let _telemetry = plotter2_node::telemetry::init(service, "info")?;
-        start().await
+        let telemetry = plotter2_node::telemetry::init(service, "info")?;
+        let done = start().await;
+        telemetry.shutdown().await;
+        done
     })
 }

@@ -223,9 +223,14 @@ impl Api {
             id,
             user,
             time_ms: now_ms(),
+            trace: plotter2_node::telemetry::current_traceparent(),
             op,
         };
-        match tokio::time::timeout(self.write_timeout, self.raft.client_write(cmd)).await {
+        let commit = self
+            .raft
+            .client_write(cmd)
+            .instrument(tracing::info_span!("raft_commit"));
+        match tokio::time::timeout(self.write_timeout, commit).await {
             Ok(Ok(resp)) => resp.data.0.map(Reply::Written),
             Ok(Err(e)) => Err(self.raft_error(e)),
             Err(_) => Err(self.no_quorum(format!(

@@ -58,6 +58,11 @@ impl Registry {
                 // Each item is planned against what the items before it left, and applies or
                 // is refused alone.
                 for (i, item) in items.iter().enumerate() {
+                    // Each result is committed in its run's trace, not the batch's.
+                    let span = tracing::info_span!("attempt_update", run = %item.run());
+                    let trace = self.runs.get(&item.run()).and_then(|r| r.trace.clone());
+                    plotter2_node::telemetry::adopt_traceparent(&span, trace.as_deref());
+                    let _in = span.enter();
                     match self.plan_attempt(&cmd, worker, item) {
                         Ok(plan) => {
                             happened.extend(self.happenings(&plan));

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -119,10 +120,20 @@ async fn publish(
                     continue;
                 }
             };
-            let msg = jetstream::message::PublishMessage::build()
+            let mut msg = jetstream::message::PublishMessage::build()
                 .payload(body)
                 .message_id(format!("{id}/{attempt}"));
-            match js.send_publish(run.node.to_subject(TASK_PREFIX), msg).await {
+            // The run's own trace, however often (and by whichever leader) it is published.
+            if let Some(tp) = &run.trace {
+                msg = msg.header("traceparent", tp.as_str());
+            }
+            let span = tracing::info_span!("dispatch", run = %id, attempt);
+            plotter2_node::telemetry::adopt_traceparent(&span, run.trace.as_deref());
+            let sent = js
+                .send_publish(run.node.to_subject(TASK_PREFIX), msg)
+                .instrument(span)
+                .await;
+            match sent {
                 Ok(ack) => acks.push(((id, attempt), ack)),
                 Err(e) => {
                     tracing::warn!("publishing {id}: {e}");

@@ -113,6 +113,7 @@ pub async fn run(
             id: RequestId::new(),
             user: coordinator_user(),
             time_ms: now,
+            trace: None,
             op: WriteOp::Attempts {
                 pool: Address::root(),
                 worker: format!("coordinator-{coordinator}"),

@@ -742,6 +742,7 @@ mod tests {
                     id: RequestId::new(),
                     user: UserName::parse("tali").unwrap(),
                     time_ms: i,
+                    trace: None,
                     op: WriteOp::Set {
                         addr: plotter2_node::Address::parse("/a").unwrap(),
                         set: vec![plotter2_node::nodeconf::Assignment {

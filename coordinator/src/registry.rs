@@ -625,6 +625,7 @@ mod tests {
             id: RequestId::new(),
             user: UserName::parse("tali").unwrap(),
             time_ms: 1000,
+            trace: None,
             op,
         }
     }

@@ -247,6 +247,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => Applied::default(),
                     EntryPayload::Normal(cmd) => {
+                        let span = tracing::info_span!(
+                            "apply",
+                            index = entry.log_id.index(),
+                            verb = cmd.op.verb()
+                        );
+                        plotter2_node::telemetry::adopt_traceparent(&span, cmd.trace.as_deref());
+                        let _in = span.enter();
                         Applied(Arc::make_mut(&mut st.registry).apply(cmd, entry.log_id.index()))
                     }
                     EntryPayload::Membership(m) => {
@@ -325,6 +332,7 @@ mod tests {
             id: RequestId::new(),
             user: UserName::parse("tali").unwrap(),
             time_ms: 1000 + index,
+            trace: None,
             op: WriteOp::New {
                 addr: Address::parse(&format!("/s/n{index}")).unwrap(),
                 set: vec![],

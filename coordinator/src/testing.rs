@@ -23,6 +23,7 @@ pub fn apply(r: &mut Registry, op: WriteOp) -> Result<WriteReceipt, ApiError> {
             id: RequestId::new(),
             user: UserName::parse("tali").unwrap(),
             time_ms: 1000 + n,
+            trace: None,
             op,
         },
         n,

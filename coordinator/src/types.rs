@@ -13,6 +13,10 @@ pub struct Command {
     pub id: RequestId,
     pub user: UserName,
     pub time_ms: u64,
+    /// The asking request's trace context (`traceparent`), stamped by the leader like the
+    /// time: the runs it creates keep it, so their work stays in the request's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     pub op: WriteOp,
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tracing::Instrument;
 
 use crate::protocol::{
     self, ApiError, ApiRequest, ApiResponse, ErrorKind, NodeStatus, Op, ProtocolError, Reply,
@@ -78,6 +79,8 @@ pub struct Client {
     nats: async_nats::Client,
     user: UserName,
     deadline: Duration,
+    /// Print each call's trace id on stderr (`plotter2 -v`).
+    show_trace: bool,
 }
 
 impl Client {
@@ -98,7 +101,14 @@ impl Client {
             nats,
             user,
             deadline: DEFAULT_DEADLINE,
+            show_trace: false,
         }
+    }
+
+    /// Prints the trace id of each call on stderr, when it is traced.
+    pub fn with_trace_report(mut self, show: bool) -> Self {
+        self.show_trace = show;
+        self
     }
 
     /// Sets the total deadline of each call.
@@ -122,6 +132,20 @@ impl Client {
 
     /// Sends `op` under `id`; retries keep the id, so a write is applied at most once.
     pub async fn call_with_id(&self, id: RequestId, op: Op) -> Result<Reply, ClientError> {
+        let span = tracing::info_span!("p2.call", verb = op.verb(), request = %id);
+        if self.show_trace {
+            match span.in_scope(crate::telemetry::current_trace_id) {
+                Some(trace) => eprintln!("{} {id}: trace {trace}", op.verb()),
+                None => eprintln!(
+                    "{} {id}: not traced (set OTEL_EXPORTER_OTLP_ENDPOINT)",
+                    op.verb()
+                ),
+            }
+        }
+        self.call_in_span(id, op).instrument(span).await
+    }
+
+    async fn call_in_span(&self, id: RequestId, op: Op) -> Result<Reply, ClientError> {
         let subject = op.subject();
         let first = match op {
             Op::Cluster(_) => CLUSTER_ATTEMPT,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use plotter2_node::bundle::Hash;
 use plotter2_node::client::Client;
@@ -144,9 +145,11 @@ pub async fn attempt(
     let what = format!("setting up run {} (attempt {attempt})", run.id);
     let ran = match SETUP_RETRY
         .retry(&what, || prepare(boxes, client, run, &sandbox))
+        .instrument(tracing::info_span!("setup"))
         .await
     {
         Ok(ready) => execute(boxes, client, run, &sandbox, &log_path, ready, cancelled)
+            .instrument(tracing::info_span!("process"))
             .await
             .map_err(|e| (e.is_transient(), e.to_string())),
         Err(e) => Err((e.is_transient(), format!("set-up failed: {e}"))),
@@ -311,6 +314,11 @@ async fn execute(
         .env("P2_NODE", run.node.to_string())
         .env("P2_OUT", &out)
         .env("P2_NATS", &boxes.nats_url)
+        // Commands that speak OpenTelemetry (a `plotter2 push`, say) join the run's trace.
+        .envs(
+            plotter2_node::telemetry::current_traceparent()
+                .map(|tp| (plotter2_node::telemetry::TRACEPARENT_ENV, tp)),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -396,7 +404,9 @@ async fn execute(
                 TaskKind::Pipeline => crate::pipeline::output_address(sandbox).await?,
                 _ => None,
             };
-            let output = store_output(boxes, run, &out, at.as_ref().unwrap_or(&run.node)).await?;
+            let output = store_output(boxes, run, &out, at.as_ref().unwrap_or(&run.node))
+                .instrument(tracing::info_span!("output_upload"))
+                .await?;
             Ok(RunOutcome::Succeeded {
                 exit: 0,
                 output: output.map(Box::new),

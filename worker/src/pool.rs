@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -304,15 +305,23 @@ async fn plotter2_coordinator_stream(
 /// One delivery: claim it, wait for a slot, run it, free the slot, report the result,
 /// acknowledge.
 async fn handle(ctx: Arc<Ctx>, msg: jetstream::Message) {
-    let in_hand = InHand(&ctx);
     let task: TaskMessage = match protocol::decode(&msg.payload) {
         Ok(t) => t,
         Err(e) => {
+            let _in_hand = InHand(&ctx);
             tracing::warn!("dropping an unreadable delivery: {e}");
             let _ = msg.ack_with(AckKind::Term).await;
             return;
         }
     };
+    // The attempt is part of the trace of the request that created the run.
+    let span = tracing::info_span!("attempt", run = %task.run.id, attempt = task.attempt, task = %task.run.task);
+    plotter2_node::telemetry::adopt_traceparent(&span, task.run.trace.as_deref());
+    run_attempt(ctx, msg, task).instrument(span).await;
+}
+
+async fn run_attempt(ctx: Arc<Ctx>, msg: jetstream::Message, task: TaskMessage) {
+    let in_hand = InHand(&ctx);
     let config = &ctx.config;
     let run: RunRecord = *task.run;
     let attempt = task.attempt;

@@ -338,6 +338,7 @@ fn at_time(r: &mut Registry, time_ms: u64, op: WriteOp) {
             id: RequestId::new(),
             user: UserName::parse("tali").unwrap(),
             time_ms,
+            trace: None,
             op,
         },
         n,

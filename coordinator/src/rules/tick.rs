@@ -41,6 +41,7 @@ pub async fn run(
                 id: RequestId::new(),
                 user: user.clone(),
                 time_ms: now,
+                trace: None,
                 op: WriteOp::Tick {},
             };
             if let Err(e) = raft.client_write(cmd).await {

@@ -179,6 +179,7 @@ impl Registry {
             reused_from: None,
             selected,
             cause: None,
+            trace: cmd.trace.clone(),
         };
         if !(at.ask.force && task == at.ask.task) {
             self.plan_reuse(&mut record, cmd, plan);

@@ -187,6 +187,7 @@ fn runs_are_deterministic_across_replicas() {
         id: RequestId::new(),
         user: UserName::parse("tali").unwrap(),
         time_ms: 7,
+        trace: None,
         op,
     };
     a.apply(cmd.clone(), 9).unwrap();

@@ -219,6 +219,10 @@ pub struct RunRecord {
     /// The rule that created it, and why; `None` for a run someone asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<Box<Cause>>,
+    /// The trace context (`traceparent`) of the request that created it: every attempt,
+    /// however often it is published again, stays in that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// One bundle version a run reads through one of its task's inputs (see

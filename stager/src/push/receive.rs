@@ -3,6 +3,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use async_nats::Subject;
 use futures::StreamExt;
@@ -93,21 +94,25 @@ async fn serve_inner(
         tokio::select! {
             Some(msg) = opens.next() => {
                 let r = receiver.clone();
+                let span = tracing::info_span!("push_open");
+                plotter2_node::telemetry::adopt_context(&span, msg.headers.as_ref());
                 tokio::spawn(async move {
                     if let Some(reply) = msg.reply.clone() {
                         let answer = r.open(&msg.payload).await;
                         r.reply(reply, &answer).await;
                     }
-                });
+                }.instrument(span));
             }
             Some(msg) = commits.next() => {
                 let r = receiver.clone();
+                let span = tracing::info_span!("push_ingest");
+                plotter2_node::telemetry::adopt_context(&span, msg.headers.as_ref());
                 tokio::spawn(async move {
                     if let Some(reply) = msg.reply.clone() {
                         let answer = r.commit(&msg.payload).await;
                         r.reply(reply, &answer).await;
                     }
-                });
+                }.instrument(span));
             }
             Some(msg) = data.next() => {
                 let Some(reply) = msg.reply.clone() else { continue };

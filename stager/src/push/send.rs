@@ -119,10 +119,16 @@ async fn request<T: for<'de> Deserialize<'de>>(
     body: Bytes,
     timeout: Duration,
 ) -> Result<T, Attempt> {
-    let msg = tokio::time::timeout(timeout, nats.request(subject.to_owned(), body))
-        .await
-        .map_err(|_| Attempt::Retry(format!("no answer on {subject} within {timeout:?}")))?
-        .map_err(|e| Attempt::Retry(format!("{subject}: {e}")))?;
+    // The push's open and commit carry its trace, so the stager's ingest joins it.
+    let mut headers = async_nats::HeaderMap::new();
+    plotter2_node::telemetry::inject_context(&mut headers);
+    let msg = tokio::time::timeout(
+        timeout,
+        nats.request_with_headers(subject.to_owned(), headers, body),
+    )
+    .await
+    .map_err(|_| Attempt::Retry(format!("no answer on {subject} within {timeout:?}")))?
+    .map_err(|e| Attempt::Retry(format!("{subject}: {e}")))?;
     let answer: Answer<T> =
         protocol::decode(&msg.payload).map_err(|e| Attempt::Final(PushError::from(e).into()))?;
     answer.map_err(judged)
