@@ -61,7 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async {
+            let done = rt.block_on(async {
                 let telemetry = plotter2_node::telemetry::init("plotter2-cli", "warn")?;
                 // One span for the whole command, in the trace handed over in TRACEPARENT.
                 let span = tracing::info_span!("plotter2", command = command.name());
@@ -70,7 +70,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let done = commands::run(&cli.global, command).instrument(span).await;
                 telemetry.shutdown().await;
                 done
-            })
+            });
+            // An exporter still retrying on a blocking thread does not hold the CLI up.
+            rt.shutdown_timeout(std::time::Duration::from_millis(50));
+            done
         }
     }
 }
