@@ -331,8 +331,18 @@ pub struct UpArgs {
     pub workers: u8,
 }
 
+/// Where a role serves its Prometheus metrics.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArg {
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics
+    #[arg(long = "metrics", env = "P2_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub addr: Option<std::net::SocketAddr>,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArg,
     /// The subtree this worker's pool serves (pools must not overlap)
     #[arg(long, default_value = "/")]
     pub serve: Address,
@@ -347,6 +357,8 @@ pub struct WorkerArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct StagerArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArg,
     /// Folder to watch (default: <home>/inbox)
     #[arg(long)]
     pub inbox: Option<PathBuf>,
@@ -363,6 +375,8 @@ pub struct StagerArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArg,
     /// TOML file with any of the flags below (flags and env win)
     #[arg(long)]
     pub config: Option<PathBuf>,

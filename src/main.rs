@@ -37,11 +37,15 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         // Roles share the cores between raft, NATS, hashing and I/O: a multi-thread runtime.
-        Command::Coordinator(args) => role("plotter2-coordinator", || {
+        Command::Coordinator(args) => role("plotter2-coordinator", &args.metrics, || {
             roles::run_coordinator(&cli.global, &args)
         }),
-        Command::Stager(args) => role("plotter2-stager", || roles::run_stager(&cli.global, &args)),
-        Command::Worker(args) => role("plotter2-worker", || roles::run_worker(&cli.global, &args)),
+        Command::Stager(args) => role("plotter2-stager", &args.metrics, || {
+            roles::run_stager(&cli.global, &args)
+        }),
+        Command::Worker(args) => role("plotter2-worker", &args.metrics, || {
+            roles::run_worker(&cli.global, &args)
+        }),
         Command::WorkerGuard => Ok(plotter2_worker::guard::serve()?),
         Command::PipelineRun { plan, out, memory } => pipeline_run::run(&plan, &out, memory),
         Command::Up(args) => {
@@ -79,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs one role on a multi-thread runtime with telemetry named `service`.
-fn role<F, Fut>(service: &'static str, start: F) -> anyhow::Result<()>
+fn role<F, Fut>(service: &'static str, metrics: &cli::MetricsArg, start: F) -> anyhow::Result<()>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -89,6 +93,12 @@ where
         .build()?;
     rt.block_on(async {
         let telemetry = plotter2_node::telemetry::init(service, "info")?;
+        let _scrape = match metrics.addr {
+            Some(addr) => Some(plotter2_node::metrics::serve(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot serve metrics on {addr}: {e}; give --metrics another port")
+            })?),
+            None => None,
+        };
         let done = start().await;
         telemetry.shutdown().await;
         done

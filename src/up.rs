@@ -393,13 +393,47 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
         .store
         .clone()
         .or(existing.as_ref().and_then(|e| e.store.clone()));
+    // Each role serves its metrics on a port of its own (kept, like the others).
+    let mut role_names: Vec<String> = coordinators
+        .iter()
+        .map(|c| format!("coordinator-{}", c.id))
+        .collect();
+    if !args.no_stager {
+        role_names.push("stager".into());
+    }
+    role_names.extend((1..=args.workers).map(|w| format!("worker-{w}")));
+    let mut metrics = std::collections::BTreeMap::new();
+    for name in &role_names {
+        let kept = existing
+            .as_ref()
+            .and_then(|e| e.metrics.get(name))
+            .filter(|a| {
+                a.parse::<SocketAddr>()
+                    .is_ok_and(|a| TcpListener::bind(a).is_ok())
+            });
+        let addr = match kept {
+            Some(a) => a.clone(),
+            None => format!("127.0.0.1:{}", ports.next()?),
+        };
+        metrics.insert(name.clone(), addr);
+    }
     ClusterFile {
         nats_url: nats_url.clone(),
         nats_port,
         coordinators: coordinators.clone(),
         store: store.clone(),
+        metrics: metrics.clone(),
     }
     .save(&home.cluster_file())?;
+    let prometheus = home.config().join("prometheus.yml");
+    std::fs::write(&prometheus, prometheus_conf(&metrics))
+        .with_context(|| format!("writing {}", prometheus.display()))?;
+    let metrics_arg = |name: &str| -> Vec<String> {
+        metrics
+            .get(name)
+            .map(|a| vec!["--metrics".to_owned(), a.clone()])
+            .unwrap_or_default()
+    };
     let conf_path = home.config().join("nats.conf");
     std::fs::write(&conf_path, nats_conf(&home, &args.listen, nats_port))
         .with_context(|| format!("writing {}", conf_path.display()))?;
@@ -430,6 +464,7 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
         if c.id == 1 {
             a.extend(["--init".into(), init.join(",")]);
         }
+        a.extend(metrics_arg(&format!("coordinator-{}", c.id)));
         specs.push(ChildSpec {
             name: format!("coordinator-{}", c.id),
             program: exe.clone(),
@@ -449,6 +484,7 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
         if let Some(url) = &store {
             a.extend(["--store".into(), url.clone()]);
         }
+        a.extend(metrics_arg("stager"));
         specs.push(ChildSpec {
             name: "stager".into(),
             program: exe.clone(),
@@ -468,6 +504,7 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
         if let Some(url) = &store {
             a.extend(["--store".into(), url.clone()]);
         }
+        a.extend(metrics_arg(&format!("worker-{w}")));
         specs.push(ChildSpec {
             name: format!("worker-{w}"),
             program: exe.clone(),
@@ -529,6 +566,15 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
         );
     }
     println!(
+        "  metrics         {} (Prometheus: prometheus --config.file={})",
+        metrics
+            .iter()
+            .map(|(n, a)| format!("{n} http://{a}/metrics"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        prometheus.display()
+    );
+    println!(
         "Talk to it:  export P2_HOME={}; plotter2 cluster status",
         home.root().display()
     );
@@ -547,6 +593,20 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<()> {
     let _ = std::fs::remove_file(pids_file(&home));
     println!("stopped");
     Ok(())
+}
+
+/// A Prometheus scrape config for the roles `up` runs.
+fn prometheus_conf(metrics: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::from(
+        "# Written by `plotter2 up`: scrapes every role it runs.\nglobal:\n  scrape_interval: 5s\nscrape_configs:\n",
+    );
+    for (name, addr) in metrics {
+        let role = name.split('-').next().unwrap_or(name);
+        out += &format!(
+            "  - job_name: {name}\n    static_configs:\n      - targets: [\"{addr}\"]\n        labels: {{role: {role}, instance_name: {name}}}\n"
+        );
+    }
+    out
 }
 
 /// Prints one line once a leader answers, so a person (or script) knows requests will work.

@@ -38,6 +38,7 @@ pub struct Api {
     pub quorum_stale_after: Duration,
     /// Attempts running this long are checked with their workers (see [`crate::liveness`]).
     pub lost_after: Duration,
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -139,7 +140,22 @@ impl Api {
             plotter2_node::telemetry::adopt_context(&span, msg.headers.as_ref());
             tokio::spawn(
                 async move {
+                    let began = std::time::Instant::now();
                     let response = api.respond(msg.subject.as_str(), &msg.payload).await;
+                    let verb = msg
+                        .subject
+                        .as_str()
+                        .strip_prefix(API_PREFIX)
+                        .and_then(|s| s.strip_prefix('.'))
+                        .and_then(|v| VERBS.iter().find(|k| **k == v).copied())
+                        .unwrap_or("unknown");
+                    let outcome = match &response {
+                        Ok(_) => "ok",
+                        Err(e) if e.kind.retryable() => "retry",
+                        Err(e) if e.kind == ErrorKind::Internal => "error",
+                        Err(_) => "refused",
+                    };
+                    api.requests.record(verb, outcome, began.elapsed());
                     if let Some(reply) = msg.reply {
                         api.send(reply, &response).await;
                     }

@@ -17,6 +17,7 @@ pub mod events;
 pub mod lineage;
 pub mod liveness;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod registry;
 pub mod rules;
@@ -298,7 +299,9 @@ pub async fn run(
         write_timeout: cfg.write_timeout,
         quorum_stale_after: Duration::from_millis(cfg.tuning.election_max_ms * 2),
         lost_after: cfg.lost_after,
+        requests: metrics::RequestMetrics::new(),
     };
+    let _gauges = metrics::gauges(raft.clone(), api.sm.clone(), cfg.id);
     let compaction = tokio::spawn(compaction::run(
         raft.clone(),
         api.sm.clone(),

@@ -126,6 +126,9 @@ pub struct ClusterFile {
     /// The object store URL when it is not `<home>/source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Where each role `up` runs serves its Prometheus metrics: name → host:port.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metrics: std::collections::BTreeMap<String, String>,
 }
 
 impl ClusterFile {
@@ -274,6 +277,7 @@ mod tests {
                 raft_addr: "127.0.0.1:7001".into(),
             }],
             store: None,
+            metrics: [("stager".to_owned(), "127.0.0.1:9464".to_owned())].into(),
         };
         cf.save(&home.cluster_file()).unwrap();
         assert_eq!(ClusterFile::load(&home.cluster_file()).unwrap(), Some(cf));

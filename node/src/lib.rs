@@ -36,6 +36,7 @@ pub mod hints;
 pub mod home;
 pub mod inputs;
 pub mod manifest;
+pub mod metrics;
 pub mod nodeconf;
 pub mod pipeline;
 pub mod ports;

@@ -124,20 +124,19 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<TelemetryGuar
         }
         _ => None,
     };
-    let meter_provider = if metrics_otlp {
-        let metrics = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|e| exporter_err(&e))?;
-        let provider = SdkMeterProvider::builder()
-            .with_periodic_exporter(metrics)
-            .with_resource(resource)
-            .build();
-        opentelemetry::global::set_meter_provider(provider.clone());
-        Some(provider)
+    // Metrics are always kept for the scrape endpoint; OTLP only when asked.
+    let otlp_metrics = if metrics_otlp {
+        Some(
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .map_err(|e| exporter_err(&e))?,
+        )
     } else {
         None
     };
+    let meter_provider =
+        Some(crate::metrics::install(resource, otlp_metrics).map_err(|e| exporter_err(&e))?);
     let otel = match &tracer_provider {
         Some(provider) => {
             let filter_text =

@@ -17,6 +17,7 @@ use plotter2_node::retry::{Classify, ErrorClass};
 
 pub mod inbox;
 pub mod journal;
+mod metrics;
 pub mod pipeline;
 pub mod push;
 

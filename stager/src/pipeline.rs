@@ -46,6 +46,8 @@ pub enum Outcome {
         addr: plotter2_node::Address,
         version: u64,
         bundle: Hash,
+        files: u64,
+        bytes: u64,
     },
     Rejected(String),
     /// Nothing had been moved in yet; the inbox still holds the folder.
@@ -69,7 +71,26 @@ impl Pipeline {
     /// the coordinators away, a full disk) are retried with backoff, the entry staying in the
     /// spool; a permanent one sets the bundle aside in `rejected/` with its reason, so the
     /// next bundle goes in. An error comes back only when even that failed.
-    pub async fn drive(&self, mut entry: Entry) -> Result<Outcome, StagerError> {
+    pub async fn drive(&self, entry: Entry) -> Result<Outcome, StagerError> {
+        let spool = &crate::metrics::stager().spool;
+        spool.add(1, &[]);
+        let began = std::time::Instant::now();
+        let ended = self.drive_inner(entry).await;
+        spool.add(-1, &[]);
+        match &ended {
+            Ok(Outcome::Committed { files, bytes, .. }) => crate::metrics::committed(
+                "inbox",
+                *files,
+                *bytes,
+                Some(began.elapsed().as_secs_f64()),
+            ),
+            Ok(Outcome::Rejected(_)) => crate::metrics::rejected("inbox"),
+            _ => {}
+        }
+        ended
+    }
+
+    async fn drive_inner(&self, mut entry: Entry) -> Result<Outcome, StagerError> {
         let mut delays = BACKOFF.start();
         // How long each step took, for the log line that ends the entry.
         let mut took = String::new();
@@ -178,6 +199,8 @@ impl Pipeline {
                     addr: h.addr.clone(),
                     version: b.version,
                     bundle: b.id,
+                    files: h.files,
+                    bytes: h.bytes,
                 }));
             }
             Step::Rejecting => {

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod execute;
 pub mod guard;
 pub mod log;
+mod metrics;
 mod pipeline;
 pub mod pool;
 pub mod report;

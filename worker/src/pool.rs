@@ -105,6 +105,9 @@ pub async fn run(
     ));
     tracing::info!(serve = %config.serve, slots = config.slots, worker = %config.name, "worker ready");
     let slots = config.slots.max(1);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(slots));
+    let metrics =
+        crate::metrics::WorkerMetrics::new(config.name.as_str(), semaphore.clone(), slots);
     let ctx = Arc::new(Ctx {
         reporter: Reporter::start(
             config.client.clone(),
@@ -113,10 +116,11 @@ pub async fn run(
         ),
         config,
         held,
-        slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        slots: semaphore,
         pace: Pace::default(),
         in_hand: AtomicUsize::new(0),
         room: tokio::sync::Notify::new(),
+        metrics,
     });
     let work = async {
         let mut failing = QUEUE_RETRY.start();
@@ -182,6 +186,7 @@ struct Ctx {
     in_hand: AtomicUsize,
     /// Signalled when `in_hand` drops.
     room: tokio::sync::Notify,
+    metrics: crate::metrics::WorkerMetrics,
 }
 
 /// How long a run claimed ahead may expect to wait for a slot.
@@ -354,6 +359,16 @@ async fn run_attempt(ctx: Arc<Ctx>, msg: jetstream::Message, task: TaskMessage) 
         return; // the semaphore is never closed
     };
     let began = std::time::Instant::now();
+    let kind = match run.definition.kind {
+        plotter2_node::manifest::TaskKind::Command => "command",
+        plotter2_node::manifest::TaskKind::Pipeline => "pipeline",
+        plotter2_node::manifest::TaskKind::Script => "script",
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ctx.metrics
+        .started(kind, now_ms.saturating_sub(run.created_ms) as f64 / 1000.0);
     let cancelled = watch_cancel(&config.client, &run);
     let ended = execute::attempt(
         &config.sandboxes,
@@ -366,6 +381,16 @@ async fn run_attempt(ctx: Arc<Ctx>, msg: jetstream::Message, task: TaskMessage) 
     .await;
     // The slot is for running; reporting needs none.
     ctx.pace.record(began.elapsed());
+    let outcome = match &ended {
+        Ended::Finished {
+            outcome: RunOutcome::Succeeded { .. },
+            ..
+        } => "succeeded",
+        Ended::Finished { .. } => "failed",
+        Ended::Retry { .. } => "handed_back",
+    };
+    ctx.metrics
+        .ended(kind, outcome, began.elapsed().as_secs_f64());
     drop(slot);
     drop(in_hand);
     let node = run.node.clone();

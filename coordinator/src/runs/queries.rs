@@ -74,6 +74,16 @@ impl Registry {
             .collect()
     }
 
+    /// How many runs wait for a worker.
+    pub fn queued_count(&self) -> u64 {
+        self.queued.len() as u64
+    }
+
+    /// How many runs a worker has claimed and not finished.
+    pub fn running_count(&self) -> u64 {
+        self.running.len() as u64
+    }
+
     /// Whether delivery `attempt` of run `id` is waiting for a worker.
     pub fn is_queued(&self, id: &RunId, attempt: u32) -> bool {
         self.queued.contains_key(id) && self.runs.get(id).is_some_and(|r| r.attempt == attempt)

@@ -367,7 +367,15 @@ impl Receiver {
             manifest: Box::new(manifest),
             paths,
         });
-        match as_user.call_with_id(c.id, op).await {
+        let committed = as_user.call_with_id(c.id, op).await;
+        match &committed {
+            Ok(Reply::Written(_)) => crate::metrics::committed("push", files, total_bytes, None),
+            Err(plotter2_node::ClientError::Api(e)) if !e.kind.retryable() => {
+                crate::metrics::rejected("push");
+            }
+            _ => {}
+        }
+        match committed {
             Ok(Reply::Written(r)) => match r.bundle {
                 Some(bundle) => Ok(Pushed {
                     address: addr,
