@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod failover;
 mod lineage;
+mod observability;
 mod pipelines;
 mod rules;
 mod runs;

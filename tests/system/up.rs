@@ -15,11 +15,17 @@ fn start_up(home: &Path, port: u16, coordinators: u8) -> Child {
 
 /// Starts `plotter2 up` with `args` and waits for its "ready" line.
 pub(crate) fn start_up_with(home: &Path, port: u16, args: &[&str]) -> Child {
+    start_up_env(home, port, args, &[])
+}
+
+/// Starts `plotter2 up` with `args` and `env` and waits for its "ready" line.
+pub(crate) fn start_up_env(home: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut child = Command::new(BIN)
         .args(["up", "--home"])
         .arg(home)
         .args(["--nats-port", &port.to_string()])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(home.with_extension("stderr")).unwrap())
         .spawn()

@@ -314,7 +314,9 @@ async fn execute(
         .env("P2_NODE", run.node.to_string())
         .env("P2_OUT", &out)
         .env("P2_NATS", &boxes.nats_url)
-        // Commands that speak OpenTelemetry (a `plotter2 push`, say) join the run's trace.
+        // Commands that speak OpenTelemetry (a `plotter2 push`, say) join the run's trace,
+        // exporting where the worker does.
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")))
         .envs(
             plotter2_node::telemetry::current_traceparent()
                 .map(|tp| (plotter2_node::telemetry::TRACEPARENT_ENV, tp)),
