@@ -324,9 +324,8 @@ fn one_request_is_one_trace_across_every_process_and_a_leader_kill() {
         "an attempt is a child of the coordinator's span"
     );
     assert!(
-        ours.iter().any(|s| s["name"] == "push_ingest"
-            && parent_module(s) == "plotter2_node::client"
-            || s["name"] == "push_ingest" && parent_module(s) == "plotter2"),
+        ours.iter()
+            .any(|s| s["name"] == "push_ingest" && parent_module(s) == "plotter2"),
         "the stager's ingest is a child of the push the task ran"
     );
     let finished = ours
