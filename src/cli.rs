@@ -259,6 +259,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The whole cluster at one glance: leader and term, lag, runs queued and running,
+    /// workers' slots, stagers' spools
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Raft cluster membership and health
     Cluster {
         #[command(subcommand)]

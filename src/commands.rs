@@ -98,6 +98,7 @@ pub async fn run(global: &Global, command: Command) -> Result<()> {
         }
         Command::Cancel { run, json } => return crate::runcmds::cancel(&client, run, json).await,
         Command::Rules { addr, json } => return crate::rulecmds::rules(&client, addr, json).await,
+        Command::Status { json } => return crate::statuscmd::status(&client, json).await,
         Command::Watch { addr, since, json } => {
             return crate::watch::watch(&client, addr, since, json).await;
         }

@@ -12,6 +12,7 @@ mod progress;
 mod roles;
 mod rulecmds;
 mod runcmds;
+mod statuscmd;
 mod up;
 mod watch;
 

@@ -460,6 +460,7 @@ impl Api {
                 st.last_applied.as_ref().map(|l| l.index()),
             )
         };
+        let (queued_runs, running_runs) = (registry.queued_count(), registry.running_count());
         // Hashing the whole registry is work for a blocking thread, not the runtime.
         let digest = tokio::task::spawn_blocking(move || registry.digest())
             .await
@@ -485,6 +486,8 @@ impl Api {
                     .map(|t| t.into_inner().elapsed().as_millis() as u64),
                 _ => None,
             },
+            queued_runs,
+            running_runs,
         })
     }
 }

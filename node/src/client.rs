@@ -220,6 +220,17 @@ impl Client {
 
     /// Asks every coordinator for its status; collects answers for `window`.
     pub async fn cluster_status(&self, window: Duration) -> Result<Vec<NodeStatus>, ClientError> {
+        let mut out: Vec<NodeStatus> = self.gather(STATUS_SUBJECT, window).await?;
+        out.sort_by_key(|s| s.id);
+        Ok(out)
+    }
+
+    /// Asks everyone on `subject` and collects the answers that come within `window`.
+    pub async fn gather<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: &str,
+        window: Duration,
+    ) -> Result<Vec<T>, ClientError> {
         let inbox = self.nats.new_inbox();
         let mut sub = self
             .nats
@@ -228,7 +239,7 @@ impl Client {
             .map_err(|e| ClientError::Nats(e.to_string()))?;
         let payload = Bytes::from(protocol::encode(&())?);
         self.nats
-            .publish_with_reply(STATUS_SUBJECT, inbox, payload)
+            .publish_with_reply(subject.to_owned(), inbox, payload)
             .await
             .map_err(|e| ClientError::Nats(e.to_string()))?;
         self.nats
@@ -242,12 +253,11 @@ impl Client {
             if msg.status.is_some() {
                 continue;
             }
-            match protocol::decode::<NodeStatus>(&msg.payload) {
+            match protocol::decode::<T>(&msg.payload) {
                 Ok(s) => out.push(s),
-                Err(e) => tracing::warn!("ignoring a bad status answer: {e}"),
+                Err(e) => tracing::warn!("ignoring a bad answer on {subject}: {e}"),
             }
         }
-        out.sort_by_key(|s| s.id);
         Ok(out)
     }
 }

@@ -83,6 +83,11 @@ pub async fn run(
         config.spool.join(crate::push::PARTS_DIR),
     ));
 
+    let status = tokio::spawn(answer_status(
+        config.client.nats().clone(),
+        config.name.clone(),
+        config.inbox.display().to_string(),
+    ));
     // Watch before the first scan, so nothing that arrives in between goes unseen.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |ev| {
@@ -173,6 +178,7 @@ pub async fn run(
         () = shutdown => Ok(()),
     };
     push.abort();
+    status.abort();
     result
 }
 
@@ -298,4 +304,30 @@ async fn list_folders(inbox: &Path) -> Result<Vec<String>, StagerError> {
         Ok(out)
     })
     .await
+}
+
+/// Answers `plotter2 status` on [`plotter2_node::protocol::STAGER_STATUS_SUBJECT`].
+async fn answer_status(nats: async_nats::Client, name: String, inbox: String) {
+    use futures::StreamExt;
+    use plotter2_node::protocol::{self, STAGER_STATUS_SUBJECT, StagerStatus};
+    let mut sub = match nats.subscribe(STAGER_STATUS_SUBJECT).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot answer status requests: {e}");
+            return;
+        }
+    };
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply else { continue };
+        let spool = crate::metrics::IN_SPOOL.load(std::sync::atomic::Ordering::Relaxed);
+        let status = StagerStatus {
+            name: name.clone(),
+            inbox: inbox.clone(),
+            spool: u64::try_from(spool).unwrap_or(0),
+            pid: std::process::id(),
+        };
+        if let Ok(body) = protocol::encode(&status) {
+            let _ = nats.publish(reply, body.into()).await;
+        }
+    }
 }

@@ -2,6 +2,10 @@
 //! bytes) and how long it took, rejections, and what pushes brought.
 
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicI64;
+
+/// Bundles in the spool now (what `plotter2 status` reads; the metric is the same).
+pub(crate) static IN_SPOOL: AtomicI64 = AtomicI64::new(0);
 
 use plotter2_node::metrics::{Counter, Histogram, KeyValue, UpDownCounter};
 

@@ -73,10 +73,13 @@ impl Pipeline {
     /// next bundle goes in. An error comes back only when even that failed.
     pub async fn drive(&self, entry: Entry) -> Result<Outcome, StagerError> {
         let spool = &crate::metrics::stager().spool;
+        use std::sync::atomic::Ordering::Relaxed;
         spool.add(1, &[]);
+        crate::metrics::IN_SPOOL.fetch_add(1, Relaxed);
         let began = std::time::Instant::now();
         let ended = self.drive_inner(entry).await;
         spool.add(-1, &[]);
+        crate::metrics::IN_SPOOL.fetch_sub(1, Relaxed);
         match &ended {
             Ok(Outcome::Committed { files, bytes, .. }) => crate::metrics::committed(
                 "inbox",

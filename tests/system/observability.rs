@@ -460,3 +460,29 @@ fn an_unreachable_endpoint_costs_a_cli_call_under_a_second() {
         );
     }
 }
+
+#[test]
+fn status_shows_the_leader_the_workers_and_the_stager_at_one_glance() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let _up = up(&home, &["--coordinators", "3", "--workers", "2"], &[]);
+    let status: Value = poll(Duration::from_secs(20), "every role to answer", || {
+        let v: Value = serde_json::from_str(&cli_ok(&home, &["status", "--json"], &[])).ok()?;
+        let all = v["coordinators"].as_array()?.len() == 3
+            && v["workers"].as_array()?.len() == 2
+            && v["stagers"].as_array()?.len() == 1
+            && v["leader"].as_u64().is_some();
+        all.then_some(v)
+    });
+    assert_eq!(status["digests_equal"], true, "{status:#}");
+    assert_eq!(status["workers"][0]["slots"], 4, "{status:#}");
+    let text = cli_ok(&home, &["status"], &[]);
+    for want in [
+        "leader",
+        "workers       2 answering",
+        "stagers       1 answering",
+        "local-1",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+}

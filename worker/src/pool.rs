@@ -122,6 +122,8 @@ pub async fn run(
         room: tokio::sync::Notify::new(),
         metrics,
     });
+    let status = tokio::spawn(answer_status(ctx.clone()));
+    let _status = AbortOnDrop(status);
     let work = async {
         let mut failing = QUEUE_RETRY.start();
         loop {
@@ -473,6 +475,42 @@ async fn report(reporter: &Reporter, run: &RunRecord, update: AttemptUpdate) -> 
     }
     tracing::error!(run = %run.id, "cannot report the result: {e}; giving the delivery up, so it runs again");
     false
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Answers `plotter2 status` on [`protocol::WORKER_STATUS_SUBJECT`].
+async fn answer_status(ctx: Arc<Ctx>) {
+    let nats = ctx.config.client.nats().clone();
+    let mut sub = match nats.subscribe(protocol::WORKER_STATUS_SUBJECT).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot answer status requests: {e}");
+            return;
+        }
+    };
+    let slots = ctx.config.slots.max(1);
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply else { continue };
+        let status = protocol::WorkerStatus {
+            name: ctx.config.name.to_string(),
+            serve: ctx.config.serve.clone(),
+            slots: slots as u64,
+            busy: slots.saturating_sub(ctx.slots.available_permits()) as u64,
+            in_hand: ctx.in_hand.load(Ordering::Acquire) as u64,
+            pid: std::process::id(),
+        };
+        if let Ok(body) = protocol::encode(&status) {
+            let _ = nats.publish(reply, body.into()).await;
+        }
+    }
 }
 
 /// Sends in-progress acks for a delivery until dropped.

@@ -53,4 +53,9 @@ pub struct NodeStatus {
     pub state_digest: String,
     /// Milliseconds since a majority last acknowledged this leader (leaders only).
     pub quorum_ack_age_ms: Option<u64>,
+    /// Runs waiting for a worker and runs claimed, as this node has applied them.
+    #[serde(default)]
+    pub queued_runs: u64,
+    #[serde(default)]
+    pub running_runs: u64,
 }

@@ -15,6 +15,7 @@ mod ids;
 mod lineage;
 mod rules;
 mod runs;
+mod status;
 mod subjects;
 mod views;
 
@@ -26,6 +27,7 @@ pub use ids::*;
 pub use lineage::*;
 pub use rules::*;
 pub use runs::*;
+pub use status::*;
 pub use subjects::*;
 pub use views::*;
 
