@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo bench --bench writes` (needs `nats-server` and `etcd` on PATH; Debian:
 //! `apt-get install etcd-server`). `P2_BENCH_SECS` sets the measured seconds per level
-//! (default 5), `P2_BENCH_LEVELS` the client counts (default `1,16,256`).
+//! (default 5), `P2_BENCH_LEVELS` the client counts (default `1,16,256`). It also measures the
+//! cost of tracing: the same writes with every coordinator exporting its spans to arize-phoenix
+//! (installed as `.ci/run` does; `P2_BENCH_SKIP_TRACING=1` leaves it out).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first surprise
 
@@ -245,6 +247,46 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
+/// Starts `nodes` coordinators with `opts` and measures writes at each level.
+async fn plotter2_levels(nodes: u64, opts: Opts, levels: &[usize], secs: f64) -> Vec<Figures> {
+    let max = levels.iter().copied().max().unwrap_or(1);
+    let cluster = Cluster::start(nodes, opts).await;
+    let user = UserName::parse("bench").unwrap();
+    {
+        let c = cluster.client().await;
+        for i in 0..max {
+            c.call(Op::Write(WriteOp::New {
+                addr: Address::parse(&format!("/bench/c{i}")).unwrap(),
+                set: vec![],
+            }))
+            .await
+            .unwrap();
+        }
+    }
+    let mut ours = Vec::new();
+    for &n in levels {
+        let mut writers = Vec::new();
+        for i in 0..n {
+            writers.push(Plotter2Writer {
+                client: Client::connect(&cluster.nats.url(), user.clone())
+                    .await
+                    .unwrap(),
+                addr: Address::parse(&format!("/bench/c{i}")).unwrap(),
+                value: "x".repeat(VALUE_BYTES),
+            });
+        }
+        let f = measure(writers, secs).await;
+        eprintln!(
+            "  plotter2 {n:>4} clients: {:>8.0}/s  p50 {} ms  p99 {} ms",
+            f.per_sec,
+            ms(f.p50),
+            ms(f.p99)
+        );
+        ours.push(f);
+    }
+    ours
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let secs: f64 = std::env::var("P2_BENCH_SECS")
@@ -261,36 +303,37 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let max = levels.iter().copied().max().unwrap_or(1);
         // Diagnostics only: the figures in notes use the defaults (3 nodes, with etcd).
         let nodes: u64 = std::env::var("P2_BENCH_NODES").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
         let skip_etcd = std::env::var_os("P2_BENCH_SKIP_ETCD").is_some();
         eprintln!("plotter2: {nodes} coordinators + NATS …");
-        let cluster = Cluster::start(nodes, Opts::default()).await;
-        let user = UserName::parse("bench").unwrap();
-        {
-            let c = cluster.client().await;
-            for i in 0..max {
-                c.call(Op::Write(WriteOp::New { addr: Address::parse(&format!("/bench/c{i}")).unwrap(), set: vec![] }))
-                    .await
-                    .unwrap();
+        let ours = plotter2_levels(nodes, Opts::default(), &levels, secs).await;
+        // The cost of tracing: the same again with every coordinator exporting its spans
+        // to a real OTLP backend.
+        if std::env::var_os("P2_BENCH_SKIP_TRACING").is_none() {
+            let dir = tempfile::tempdir().unwrap();
+            let phoenix = support::Phoenix::start(dir.path());
+            eprintln!("plotter2 exporting spans to arize-phoenix at {} …", phoenix.endpoint());
+            let opts = Opts {
+                env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), phoenix.endpoint())],
+                ..Opts::default()
+            };
+            let traced = plotter2_levels(nodes, opts, &levels, secs).await;
+            println!();
+            println!("the cost of tracing: writes/s with span export off and on (to arize-phoenix)");
+            println!("{:>7}  {:>10} {:>10}  {:>8}  {:>9} {:>9}", "clients", "off/s", "on/s", "loss", "p50 off", "p50 on");
+            for (o, t) in ours.iter().zip(&traced) {
+                println!(
+                    "{:>7}  {:>10.0} {:>10.0}  {:>7.1}%  {:>6} ms {:>6} ms",
+                    o.clients,
+                    o.per_sec,
+                    t.per_sec,
+                    (1.0 - t.per_sec / o.per_sec.max(1e-9)) * 100.0,
+                    ms(o.p50),
+                    ms(t.p50)
+                );
             }
         }
-        let mut ours = Vec::new();
-        for &n in &levels {
-            let mut writers = Vec::new();
-            for i in 0..n {
-                writers.push(Plotter2Writer {
-                    client: Client::connect(&cluster.nats.url(), user.clone()).await.unwrap(),
-                    addr: Address::parse(&format!("/bench/c{i}")).unwrap(),
-                    value: "x".repeat(VALUE_BYTES),
-                });
-            }
-            let f = measure(writers, secs).await;
-            eprintln!("  plotter2 {n:>4} clients: {:>8.0}/s  p50 {} ms  p99 {} ms", f.per_sec, ms(f.p50), ms(f.p99));
-            ours.push(f);
-        }
-        drop(cluster);
         if skip_etcd {
             return;
         }

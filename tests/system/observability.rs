@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{BIN, free_port, write_bundle};
+use crate::support::{BIN, Phoenix, free_port, write_bundle};
 use crate::up::{children, start_up_env, wait_gone};
 
 /// A process that is killed when dropped.
@@ -120,23 +120,6 @@ fn fail_leader(home: &Path) -> u64 {
     new_term
 }
 
-fn phoenix_bin() -> PathBuf {
-    let candidates = [
-        std::env::var("P2_PHOENIX").unwrap_or_default(),
-        std::env::var("HOME").unwrap_or_default() + "/.cache/plotter2-phoenix/bin/phoenix",
-        "/opt/phoenix/bin/phoenix".to_owned(),
-    ];
-    candidates
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect(
-            "arize-phoenix must be installed: .ci/run puts it in ~/.cache/plotter2-phoenix \
-             (python3 -m venv DIR && DIR/bin/pip install arize-phoenix; or set P2_PHOENIX)",
-        )
-}
-
 /// Every span phoenix holds, page by page.
 fn spans(http: u16) -> Vec<Value> {
     let mut out = Vec::new();
@@ -164,23 +147,8 @@ fn module(s: &Value) -> &str {
 #[test]
 fn one_request_is_one_trace_across_every_process_and_a_leader_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let (http, grpc) = (free_port(), free_port());
-    let log = std::fs::File::create(dir.path().join("phoenix.log")).unwrap();
-    let _phoenix = Killed(
-        Command::new(phoenix_bin())
-            .arg("serve")
-            .env("PHOENIX_WORKING_DIR", dir.path().join("phoenix"))
-            .env("PHOENIX_PORT", http.to_string())
-            .env("PHOENIX_GRPC_PORT", grpc.to_string())
-            .env("PHOENIX_HOST", "127.0.0.1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    poll(Duration::from_secs(90), "phoenix to answer", || {
-        get(&format!("http://127.0.0.1:{http}/v1/projects"))
-    });
+    let phoenix = Phoenix::start(dir.path());
+    let (http, grpc) = (phoenix.http, phoenix.grpc);
     let endpoint = format!("http://127.0.0.1:{grpc}");
     let home = dir.path().join("home");
     // Spans go out within 200 ms: a coordinator killed later has sent what it made.

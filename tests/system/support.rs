@@ -982,3 +982,60 @@ impl Proxy {
         }
     }
 }
+
+/// arize-phoenix, a real OTLP trace store (`phoenix serve`), on free ports; killed when
+/// dropped. `.ci/run` installs it in a venv of its own.
+pub struct Phoenix {
+    pub http: u16,
+    pub grpc: u16,
+    child: Child,
+}
+
+impl Phoenix {
+    pub fn start(dir: &Path) -> Self {
+        let (http, grpc) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.join("phoenix.log")).unwrap();
+        let child = Command::new(Self::bin())
+            .arg("serve")
+            .env("PHOENIX_WORKING_DIR", dir.join("phoenix"))
+            .env("PHOENIX_PORT", http.to_string())
+            .env("PHOENIX_GRPC_PORT", grpc.to_string())
+            .env("PHOENIX_HOST", "127.0.0.1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_listening(http, Duration::from_secs(90));
+        wait_listening(grpc, Duration::from_secs(30));
+        Phoenix { http, grpc, child }
+    }
+
+    /// Where spans go: `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    fn bin() -> PathBuf {
+        let candidates = [
+            std::env::var("P2_PHOENIX").unwrap_or_default(),
+            std::env::var("HOME").unwrap_or_default() + "/.cache/plotter2-phoenix/bin/phoenix",
+            "/opt/phoenix/bin/phoenix".to_owned(),
+        ];
+        candidates
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect(
+                "arize-phoenix must be installed: .ci/run puts it in ~/.cache/plotter2-phoenix \
+                 (python3 -m venv DIR && DIR/bin/pip install arize-phoenix; or set P2_PHOENIX)",
+            )
+    }
+}
+
+impl Drop for Phoenix {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
