@@ -55,6 +55,29 @@ impl Default for RequestMetrics {
     }
 }
 
+/// One snapshot built: its size and how long building and storing it took.
+pub fn snapshot_built(bytes: u64, took: Duration) {
+    use std::sync::OnceLock;
+    static SNAPSHOTS: OnceLock<(Histogram<u64>, Histogram<f64>)> = OnceLock::new();
+    let (size, time) = SNAPSHOTS.get_or_init(|| {
+        let m = plotter2_node::metrics::meter();
+        (
+            m.u64_histogram("p2_snapshot_size")
+                .with_unit("By")
+                .with_description("Sizes of the snapshots built")
+                .with_boundaries(vec![1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10])
+                .build(),
+            m.f64_histogram("p2_snapshot_build_duration")
+                .with_unit("s")
+                .with_description("Time to encode and store a snapshot")
+                .with_boundaries(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0])
+                .build(),
+        )
+    });
+    size.record(bytes, &[]);
+    time.record(took.as_secs_f64(), &[]);
+}
+
 /// Gauges over raft and the registry; they are read while this is alive.
 pub struct Gauges {
     _gauges: Vec<ObservableGauge<u64>>,

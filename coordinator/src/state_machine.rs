@@ -204,6 +204,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let file = self.file.clone();
         let snap_meta = meta.clone();
+        let began = std::time::Instant::now();
         let (data, stored) = blocking(move || {
             let snap = StoredSnapshot {
                 format: SNAPSHOT_FORMAT,
@@ -214,6 +215,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Ok((snap.data, stored))
         })
         .await?;
+        crate::metrics::snapshot_built(data.len() as u64, began.elapsed());
         if stored {
             tracing::info!(last = ?meta.last_log_id, bytes = data.len(), "snapshot built");
         } else {
