@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{BIN, Phoenix, free_port, write_bundle};
+use crate::support::{BIN, Phoenix, cli_env, free_port, write_bundle};
 use crate::up::{children, start_up_env, wait_gone};
 
 /// A process that is killed when dropped.
@@ -48,20 +48,10 @@ fn up(home: &Path, args: &[&str], env: &[(&str, &str)]) -> UpTree {
 
 /// The CLI against `home`: (success, stdout, stderr).
 fn cli(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("P2_NATS")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env("P2_HOME", home)
-        .env("P2_USER", "tali")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let home = home.to_string_lossy();
+    let mut all = vec![("P2_HOME", home.as_ref()), ("P2_USER", "tali")];
+    all.extend_from_slice(env);
+    cli_env(args, &all)
 }
 
 fn cli_ok(home: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
