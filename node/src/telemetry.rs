@@ -147,8 +147,13 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<TelemetryGuar
                 why: e.to_string(),
             })?;
             Some(
+                // No file/line/thread/busy-time attributes: they would double what every span
+                // costs to encode and send, and the span's name and target say where it is.
                 tracing_opentelemetry::layer()
                     .with_tracer(provider.tracer(service))
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_tracked_inactivity(false)
                     .with_filter(filter),
             )
         }

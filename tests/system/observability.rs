@@ -130,8 +130,9 @@ fn spans(http: u16) -> Vec<Value> {
     }
 }
 
+/// The module a span was made in (its tracing target).
 fn module(s: &Value) -> &str {
-    s["attributes"]["code.module.name"].as_str().unwrap_or("")
+    s["attributes"]["target"].as_str().unwrap_or("")
 }
 
 #[test]
