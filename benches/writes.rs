@@ -312,15 +312,23 @@ fn main() {
         // to a real OTLP backend.
         if std::env::var_os("P2_BENCH_SKIP_TRACING").is_none() {
             let dir = tempfile::tempdir().unwrap();
-            let phoenix = support::Phoenix::start(dir.path());
-            eprintln!("plotter2 exporting spans to arize-phoenix at {} …", phoenix.endpoint());
+            // P2_BENCH_OTLP_ENDPOINT: export elsewhere instead (a backend on another host, so
+            // that its work does not share this machine's cores with the coordinators).
+            let (endpoint, _phoenix) = match std::env::var("P2_BENCH_OTLP_ENDPOINT") {
+                Ok(e) if !e.is_empty() => (e, None),
+                _ => {
+                    let p = support::Phoenix::start(dir.path());
+                    (p.endpoint(), Some(p))
+                }
+            };
+            eprintln!("plotter2 exporting spans to {endpoint} …");
             let opts = Opts {
-                env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), phoenix.endpoint())],
+                env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint)],
                 ..Opts::default()
             };
             let traced = plotter2_levels(nodes, opts, &levels, secs).await;
             println!();
-            println!("the cost of tracing: writes/s with span export off and on (to arize-phoenix)");
+            println!("the cost of tracing: writes/s with span export off and on");
             println!("{:>7}  {:>10} {:>10}  {:>8}  {:>9} {:>9}", "clients", "off/s", "on/s", "loss", "p50 off", "p50 on");
             for (o, t) in ours.iter().zip(&traced) {
                 println!(
