@@ -6,7 +6,9 @@
 //! `dask.distributed`, a Dask LocalCluster with 2 workers running N no-op tasks.
 //!
 //! Run: `cargo bench --bench runs` (needs `nats-server`; Dask optional:
-//! `pip install 'dask[distributed]'`). `P2_BENCH_RUNS` sets N (default 10,000).
+//! `pip install 'dask[distributed]'`). `P2_BENCH_RUNS` sets N (default 10,000). Then the same
+//! runs again with the coordinator and workers exporting spans to arize-phoenix (or to
+//! `P2_BENCH_OTLP_ENDPOINT`): the cost of tracing (`P2_BENCH_SKIP_TRACING=1` leaves it out).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may stop at the first surprise
 
@@ -59,6 +61,44 @@ async fn wait_finished(client: &Client, mut after: u64, n: usize, start: Instant
     after
 }
 
+/// One coordinator, a stager and 2 workers (with `env`), and `n` runs of each task kind as one
+/// sweep: how long until all ended, for the empty pipeline and the command `true`.
+async fn plotter2_runs(n: usize, env: Vec<(String, String)>) -> (Duration, Duration) {
+    let c = Cluster::start(
+        1,
+        Opts {
+            env: env.clone(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
+    let _w1 = Worker::start_with_env(&c, &c.dir.path().join("w1"), &store, "/", "w1", &env);
+    let _w2 = Worker::start_with_env(&c, &c.dir.path().join("w2"), &store, "/", "w2", &env);
+    let code = c.dir.path().join("code");
+    let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
+        "empty": {"kind": "pipeline", "steps": [], "params": {"i": 0}},
+        "true": {"kind": "command", "run": ["true"], "params": {"i": 0}}}}}});
+    write_bundle(&code, Some(&manifest.to_string()), &[("README", b"no-op")]);
+    stager.cli_ok(&["push", code.to_str().unwrap(), "/bench"]);
+    let values: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let sweep = format!("i={}", values.join(","));
+    let client = c.client().await.with_deadline(Duration::from_secs(120));
+    let mut after = 0;
+    let mut times = Vec::new();
+    for task in ["empty", "true"] {
+        let start = Instant::now();
+        c.cli_ok(&["--timeout", "120", "run", "/bench", task, "--sweep", &sweep]);
+        let submitted = start.elapsed();
+        after = wait_finished(&client, after, n, start).await;
+        let total = start.elapsed();
+        eprintln!("  plotter2 {task}: submitted in {submitted:?}, all ended in {total:?}");
+        times.push(total);
+    }
+    (times[0], times[1])
+}
+
 fn main() {
     let n: usize = std::env::var("P2_BENCH_RUNS")
         .ok()
@@ -68,33 +108,22 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (pipeline, command) = rt.block_on(async {
-        let c = Cluster::start(1, Opts::default()).await;
-        let store = c.dir.path().join("source").to_string_lossy().into_owned();
-        let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
-        let _w1 = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
-        let _w2 = Worker::start(&c, &c.dir.path().join("w2"), &store, "/", "w2");
-        let code = c.dir.path().join("code");
-        let manifest = serde_json::json!({"manifest_version": 1, "contains": {"package": {"tasks": {
-            "empty": {"kind": "pipeline", "steps": [], "params": {"i": 0}},
-            "true": {"kind": "command", "run": ["true"], "params": {"i": 0}}}}}});
-        write_bundle(&code, Some(&manifest.to_string()), &[("README", b"no-op")]);
-        stager.cli_ok(&["push", code.to_str().unwrap(), "/bench"]);
-        let values: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-        let sweep = format!("i={}", values.join(","));
-        let client = c.client().await.with_deadline(Duration::from_secs(120));
-        let mut after = 0;
-        let mut times = Vec::new();
-        for task in ["empty", "true"] {
-            let start = Instant::now();
-            c.cli_ok(&["--timeout", "120", "run", "/bench", task, "--sweep", &sweep]);
-            let submitted = start.elapsed();
-            after = wait_finished(&client, after, n, start).await;
-            let total = start.elapsed();
-            eprintln!("  plotter2 {task}: submitted in {submitted:?}, all ended in {total:?}");
-            times.push(total);
-        }
-        (times[0], times[1])
+    let (pipeline, command) = rt.block_on(plotter2_runs(n, Vec::new()));
+    // The cost of tracing: the same with the coordinator and the workers exporting spans.
+    let traced = (std::env::var_os("P2_BENCH_SKIP_TRACING").is_none()).then(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (endpoint, phoenix) = match std::env::var("P2_BENCH_OTLP_ENDPOINT") {
+            Ok(e) if !e.is_empty() => (e, None),
+            _ => {
+                let p = support::Phoenix::start(dir.path());
+                (p.endpoint(), Some(p))
+            }
+        };
+        eprintln!("plotter2 exporting spans to {endpoint} …");
+        let env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint)];
+        let times = rt.block_on(plotter2_runs(n, env));
+        drop(phoenix);
+        times
     });
 
     let start = Instant::now();
@@ -162,5 +191,16 @@ fn main() {
             d / pipeline.as_secs_f64()
         ),
         None => println!("Dask: not installed (pip install 'dask[distributed]') — skipped"),
+    }
+    if let Some((tp, tc)) = traced {
+        let loss =
+            |off: Duration, on: Duration| (1.0 - off.as_secs_f64() / on.as_secs_f64()) * 100.0;
+        println!(
+            "with span export on: empty pipeline {:>7.0} runs/s ({:.1}% fewer), command `true` {:>7.0} runs/s ({:.1}% fewer)",
+            rate(tp.as_secs_f64()),
+            loss(pipeline, tp),
+            rate(tc.as_secs_f64()),
+            loss(command, tc)
+        );
     }
 }

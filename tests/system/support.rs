@@ -798,6 +798,18 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(cluster: &Cluster, home: &Path, store: &str, serve: &str, name: &str) -> Self {
+        Self::start_with_env(cluster, home, store, serve, name, &[])
+    }
+
+    /// [`Worker::start`] with `env` added to its environment.
+    pub fn start_with_env(
+        cluster: &Cluster,
+        home: &Path,
+        store: &str,
+        serve: &str,
+        name: &str,
+        env: &[(String, String)],
+    ) -> Self {
         std::fs::create_dir_all(home).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -822,6 +834,7 @@ impl Worker {
             .env("RUST_LOG", "info")
             .env("P2_USER", "worker")
             .envs(S3_TEST_ENV.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
