@@ -84,11 +84,33 @@ fn table(out: &mut String, title: &str, frame: &Frame, csv: &str) {
         out.push_str("<tr>");
         for (_, col) in frame.iter() {
             let class = if col.is_numeric() { " class=\"n\"" } else { "" };
-            let _ = write!(out, "<td{class}>{}</td>", escape(&col.text_at(row)));
+            let text = match col {
+                crate::Column::F64(v) => v.get(row).map_or(String::new(), |x| page_number(*x)),
+                _ => col.text_at(row),
+            };
+            let _ = write!(out, "<td{class}>{}</td>", escape(&text));
         }
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table></section>\n");
+}
+
+/// A number as a page shows it: at most 6 significant digits, so a mean reads 0.0928456
+/// rather than 0.09284560000000001 (the CSV beside it keeps every digit).
+fn page_number(v: f64) -> String {
+    if v.is_nan() {
+        return String::new();
+    }
+    if !v.is_finite() || v == 0.0 {
+        return v.to_string();
+    }
+    let decimals = (5 - v.abs().log10().floor() as i32).clamp(0, 15) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
 }
 
 /// Text made safe inside HTML elements and quoted attributes.
@@ -118,6 +140,16 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}";
 mod tests {
     use super::*;
     use crate::Column;
+
+    #[test]
+    fn numbers_on_the_page_keep_six_significant_digits() {
+        assert_eq!(page_number(0.09284560000000001), "0.0928456");
+        assert_eq!(page_number(0.5), "0.5");
+        assert_eq!(page_number(1234567.89), "1234568");
+        assert_eq!(page_number(-2.0), "-2");
+        assert_eq!(page_number(0.0), "0");
+        assert_eq!(page_number(f64::NAN), "");
+    }
 
     #[test]
     fn the_page_holds_each_section_escaped_and_in_order() {
