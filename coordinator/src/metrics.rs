@@ -148,16 +148,36 @@ pub fn gauges(raft: Raft, sm: StateMachine, id: u64) -> Gauges {
                 })
                 .build()
         };
-    gauges.push(registry_gauge(
-        "p2_runs_queued",
-        "Runs waiting for a worker",
-        |r| r.queued_count(),
-    ));
-    gauges.push(registry_gauge(
-        "p2_runs_running",
-        "Runs a worker has claimed",
-        |r| r.running_count(),
-    ));
+    // Runs waiting and running, by pool: one series per pool, read at each scrape.
+    for (name, what, running) in [
+        (
+            "p2_runs_queued",
+            "Runs waiting for a worker, by pool",
+            false,
+        ),
+        (
+            "p2_runs_running",
+            "Runs a worker has claimed, by pool",
+            true,
+        ),
+    ] {
+        let (sm, node) = (sm.clone(), node.clone());
+        gauges.push(
+            m.u64_observable_gauge(name)
+                .with_description(what)
+                .with_callback(move |o| {
+                    let Ok(st) = sm.read() else { return };
+                    let mut per_pool = st.registry.runs_per_pool();
+                    // The default pool reads 0 when empty, rather than vanishing.
+                    per_pool.entry("default".to_owned()).or_default();
+                    for (pool, (q, r)) in per_pool {
+                        let labels = [node.clone(), KeyValue::new("pool", pool)];
+                        o.observe(if running { r } else { q }, &labels);
+                    }
+                })
+                .build(),
+        );
+    }
     gauges.push(registry_gauge(
         "p2_requests_committed",
         "Requests in the request log",

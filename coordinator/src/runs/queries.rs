@@ -84,6 +84,25 @@ impl Registry {
         self.running.len() as u64
     }
 
+    /// Runs waiting for a worker and runs claimed, by the pool their task asks for
+    /// (`default` when it names none).
+    pub fn runs_per_pool(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let mut out = std::collections::BTreeMap::<String, (u64, u64)>::new();
+        let pool_of = |id: &RunId| {
+            self.runs
+                .get(id)
+                .and_then(|r| r.definition.pool.clone())
+                .unwrap_or_else(|| "default".to_owned())
+        };
+        for id in self.queued.keys() {
+            out.entry(pool_of(id)).or_default().0 += 1;
+        }
+        for id in &self.running {
+            out.entry(pool_of(id)).or_default().1 += 1;
+        }
+        out
+    }
+
     /// Whether delivery `attempt` of run `id` is waiting for a worker.
     pub fn is_queued(&self, id: &RunId, attempt: u32) -> bool {
         self.queued.contains_key(id) && self.runs.get(id).is_some_and(|r| r.attempt == attempt)
