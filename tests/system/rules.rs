@@ -30,6 +30,17 @@ fn data_dir(c: &Cluster, name: &str, rows: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A stager and a worker on `c`, and the report and its rule pushed to experiment2.
+fn report_rule_on(c: &Cluster) -> (Stager, Worker) {
+    let store = c.dir.path().join("source").to_string_lossy().into_owned();
+    let stager = Stager::start(c, &c.dir.path().join("stager"), &store);
+    let worker = Worker::start(c, &c.dir.path().join("w1"), &store, "/", "w1");
+    let code = c.dir.path().join("code");
+    write_bundle(&code, Some(&code_manifest()), &[]);
+    stager.cli_ok(&["push", code.to_str().unwrap(), E]);
+    (stager, worker)
+}
+
 /// `rules --json` once the report rule has nothing open or pending and has fired.
 async fn settled(c: &Cluster, limit: Duration) -> Value {
     wait_for(limit, "the report rule to settle", || async {
@@ -54,12 +65,7 @@ fn latest_rows(stager: &Stager) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_quick_bundles_make_at_most_two_reports_and_the_last_covers_all_three() {
     let c = Cluster::start(1, Opts::default()).await;
-    let store = c.dir.path().join("source").to_string_lossy().into_owned();
-    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
-    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
-    let code = c.dir.path().join("code");
-    write_bundle(&code, Some(&code_manifest()), &[]);
-    stager.cli_ok(&["push", code.to_str().unwrap(), E]);
+    let (stager, _worker) = report_rule_on(&c);
 
     let dirs: Vec<_> = (1..=3)
         .map(|i| data_dir(&c, &format!("run{i}"), &format!("step,reward\n1,0.{i}\n")))
@@ -103,12 +109,7 @@ async fn three_quick_bundles_make_at_most_two_reports_and_the_last_covers_all_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_report_does_not_fire_again_by_itself_and_the_next_bundle_does() {
     let c = Cluster::start(1, Opts::default()).await;
-    let store = c.dir.path().join("source").to_string_lossy().into_owned();
-    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
-    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
-    let code = c.dir.path().join("code");
-    write_bundle(&code, Some(&code_manifest()), &[]);
-    stager.cli_ok(&["push", code.to_str().unwrap(), E]);
+    let (stager, _worker) = report_rule_on(&c);
     // A row with a reward that is not a number fails the report.
     let bad = data_dir(&c, "bad", "step,reward\n1,lots\n");
     stager.cli_ok(&["push", bad.to_str().unwrap()]);
@@ -233,12 +234,7 @@ async fn a_watch_cut_off_for_a_while_prints_what_it_missed_once() {
 async fn a_leader_killed_in_a_burst_of_twenty_bundles_leaves_every_bundle_reported_once() {
     use plotter2_node::protocol::Trigger;
     let mut c = Cluster::start(3, Opts::default()).await;
-    let store = c.dir.path().join("source").to_string_lossy().into_owned();
-    let stager = Stager::start(&c, &c.dir.path().join("stager"), &store);
-    let _worker = Worker::start(&c, &c.dir.path().join("w1"), &store, "/", "w1");
-    let code = c.dir.path().join("code");
-    write_bundle(&code, Some(&code_manifest()), &[]);
-    stager.cli_ok(&["push", code.to_str().unwrap(), E]);
+    let (stager, _worker) = report_rule_on(&c);
     let dirs: Vec<_> = (1..=20)
         .map(|i| data_dir(&c, &format!("run{i}"), &format!("step,reward\n1,{i}\n")))
         .collect();
