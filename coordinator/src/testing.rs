@@ -87,7 +87,12 @@ pub fn run(a: &str, task: &str, set: &[&str], sweep: &[&str]) -> WriteOp {
 
 /// An output bundle holding one file `weights.csv`.
 pub fn output(content: &[u8]) -> RunOutput {
-    let (index, manifest) = bundle(&[("weights.csv", content)], json!({"manifest_version": 1}));
+    output_of(&[("weights.csv", content)], json!({"manifest_version": 1}))
+}
+
+/// An output bundle of these files and this manifest.
+pub fn output_of(files: &[(&str, &[u8])], manifest: serde_json::Value) -> RunOutput {
+    let (index, manifest) = bundle(files, manifest);
     RunOutput {
         bundle: index.id(),
         files: index.files().len() as u64,

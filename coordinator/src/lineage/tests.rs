@@ -33,17 +33,10 @@ fn at(a: &str, version: u64) -> VersionAt {
 }
 
 fn report_output(content: &[u8]) -> RunOutput {
-    let (index, manifest) = bundle(
+    output_of(
         &[("index.html", content)],
         json!({"manifest_version": 1, "meta": {"address": "/e/meta/reports"}}),
-    );
-    RunOutput {
-        bundle: index.id(),
-        files: index.files().len() as u64,
-        bytes: index.total_bytes(),
-        manifest,
-        paths: index.paths_for_rules(),
-    }
+    )
 }
 
 /// Claims and finishes run `id` with `out`.
